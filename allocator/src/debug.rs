@@ -1,0 +1,227 @@
+//! The invariant checker: proves no page is lost or double-owned.
+//!
+//! [`Machine::check_invariants`] walks every zone under its lock and every CPU's pcp
+//! lists and checks, for every page frame of every zone:
+//! - it is in exactly one state: inside one free buddy block, inside one pcp block,
+//!   inside one allocated block, or outside the buddy (hole or boot reservation);
+//! - every buddy block is aligned, inside its zone, at the list position its head word
+//!   records, on the list of its pageblock's type, and not mergeable with its buddy
+//!   (a free buddy of the same order and compatible type would have been merged);
+//! - the lockless counters (`nr_free`, per-list counts, free HighAtomic pages, pcp
+//!   counts) equal what the lists hold, and free + pcp + allocated = managed.
+//!
+//! Allocations in flight on other threads make the picture inconsistent, so callers
+//! run it when the machine is quiet (between steps of a test).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use crate::machine::Machine;
+use crate::page::{MigrateType, PageKind, Pfn, MAX_ORDER, NR_MIGRATETYPES, PAGEBLOCK_ORDER};
+use crate::pcp::pindex_order;
+
+/// Totals found by a successful check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageCensus {
+    pub free: u64,
+    pub pcp: u64,
+    pub allocated: u64,
+    pub managed: u64,
+}
+
+impl Machine {
+    /// Check every invariant; `Err` lists the violations found (up to 20).
+    pub fn check_invariants(&self) -> Result<PageCensus, String> {
+        let mut errs = String::new();
+        let mut n_err = 0;
+        let mut bad = |s: String| {
+            n_err += 1;
+            if n_err <= 20 {
+                let _ = writeln!(errs, "{s}");
+            }
+        };
+        let pages = self.pages();
+        let mut census = PageCensus::default();
+        // pcp blocks, collected first (CPU locks before zone locks, as everywhere).
+        let mut pcp_heads: HashSet<Pfn> = HashSet::new();
+        let mut pcp_per_zone = vec![0u64; self.zones.len()];
+        for cpu in &self.cpus {
+            let st = cpu.state.lock();
+            for (zi, set) in st.pcp.iter().enumerate() {
+                let mut count = 0u64;
+                for (pi, list) in set.lists.iter().enumerate() {
+                    let order = pindex_order(pi);
+                    for &p in list {
+                        let p = p as Pfn;
+                        let w = pages.get(p);
+                        if w.kind() != PageKind::Pcp || w.order() != order || w.aux() != cpu.id as u32 {
+                            bad(format!("pcp cpu {} list {pi}: pfn {p:#x} has word {w:?}", cpu.id));
+                        }
+                        if !self.zones[zi].contains(p) {
+                            bad(format!("pcp pfn {p:#x} outside zone {zi}"));
+                        }
+                        if !pcp_heads.insert(p) {
+                            bad(format!("pfn {p:#x} on two pcp lists"));
+                        }
+                        count += 1 << order;
+                    }
+                }
+                if count != set.count as u64 {
+                    bad(format!("cpu {} zone {zi}: pcp count {} but lists hold {count}", cpu.id, set.count));
+                }
+                pcp_per_zone[zi] += count;
+            }
+        }
+        for zone in self.zones.iter().filter(|z| z.populated()) {
+            let b = zone.lock(&self.mm);
+            // Free blocks from the lists.
+            let mut covered: Vec<(Pfn, Pfn, u8)> = Vec::new(); // (start, end, kind)
+            let mut free = 0u64;
+            let mut free_ha = 0u64;
+            for order in 0..=MAX_ORDER {
+                for mt in MigrateType::ALL {
+                    let list = b.list(order, mt);
+                    if zone.nr_free_blocks(order as usize, mt) != list.len() as u64 {
+                        bad(format!("zone {} order {order} {mt:?}: count mirror wrong", zone.zt.name()));
+                    }
+                    for (i, &p) in list.iter().enumerate() {
+                        let p = p as Pfn;
+                        let w = pages.get(p);
+                        if w.kind() != PageKind::Buddy || w.order() != order || w.mt() != mt || w.aux() as usize != i {
+                            bad(format!("free list {order}/{mt:?}[{i}]: pfn {p:#x} has word {w:?}"));
+                        }
+                        if p % (1 << order) != 0 || !zone.contains(p) || p + (1 << order) > zone.end_pfn() {
+                            bad(format!("free block {p:#x} order {order} misplaced"));
+                        }
+                        let pbmt = pages.pageblock_mt(p);
+                        if pbmt != mt {
+                            bad(format!("free block {p:#x} order {order} on {mt:?} list in a {pbmt:?} pageblock"));
+                        }
+                        if order > PAGEBLOCK_ORDER {
+                            let mut q = p;
+                            while q < p + (1 << order) {
+                                if pages.pageblock_mt(q) != mt {
+                                    bad(format!("block {p:#x} spans pageblock {q:#x} of another type"));
+                                }
+                                q += 1 << PAGEBLOCK_ORDER;
+                            }
+                        }
+                        if order < MAX_ORDER {
+                            let buddy = p ^ (1 << order);
+                            let bw = pages.get(buddy);
+                            if zone.contains(buddy) && bw.kind() == PageKind::Buddy && bw.order() == order {
+                                let mergeable = order < PAGEBLOCK_ORDER
+                                    || bw.mt() == mt
+                                    || (mt.is_mergeable() && bw.mt().is_mergeable());
+                                if mergeable {
+                                    bad(format!("free blocks {p:#x} and {buddy:#x} (order {order}) were not merged"));
+                                }
+                            }
+                        }
+                        covered.push((p, p + (1 << order), 0));
+                        free += 1 << order;
+                        if mt == MigrateType::HighAtomic {
+                            free_ha += 1 << order;
+                        }
+                    }
+                }
+            }
+            if free != zone.free_pages() {
+                bad(format!("zone {}: nr_free {} but lists hold {free}", zone.zt.name(), zone.free_pages()));
+            }
+            if free_ha != zone.free_highatomic() {
+                bad(format!("zone {}: nr_free_highatomic {} but lists hold {free_ha}", zone.zt.name(), zone.free_highatomic()));
+            }
+            // Walk the zone's pages: heads of pcp and allocated blocks.
+            let mut allocated = 0u64;
+            let mut p = zone.start_pfn;
+            while p < zone.end_pfn() {
+                let w = pages.get(p);
+                match w.kind() {
+                    PageKind::Alloc | PageKind::Freeing => {
+                        covered.push((p, p + (1 << w.order()), 2));
+                        allocated += 1 << w.order();
+                        p += 1;
+                    }
+                    PageKind::Pcp => {
+                        if !pcp_heads.contains(&p) {
+                            bad(format!("pfn {p:#x} says pcp but is on no pcp list"));
+                        }
+                        covered.push((p, p + (1 << w.order()), 1));
+                        p += 1;
+                    }
+                    _ => p += 1,
+                }
+            }
+            drop(b);
+            covered.sort_unstable();
+            for w in covered.windows(2) {
+                if w[1].0 < w[0].1 {
+                    bad(format!(
+                        "pfn {:#x}: blocks overlap ({:#x}..{:#x} kind {} and {:#x}..{:#x} kind {})",
+                        w[1].0, w[0].0, w[0].1, w[0].2, w[1].0, w[1].1, w[1].2
+                    ));
+                }
+            }
+            // Every owned page must be a managed (boot-free) page.
+            let zl = &self.layout.zones[zone.id];
+            for &(s, e, _) in &covered {
+                let inside = zl.free_ranges.iter().any(|&(a, b2)| s >= a && e <= b2);
+                if !inside {
+                    bad(format!("block {s:#x}..{e:#x} lies outside managed memory"));
+                }
+            }
+            let pcp = pcp_per_zone[zone.id];
+            if free + pcp + allocated != zone.managed {
+                bad(format!(
+                    "zone {} node {}: free {free} + pcp {pcp} + allocated {allocated} != managed {}",
+                    zone.zt.name(),
+                    zone.node,
+                    zone.managed
+                ));
+            }
+            census.free += free;
+            census.pcp += pcp;
+            census.allocated += allocated;
+            census.managed += zone.managed;
+        }
+        let _ = NR_MIGRATETYPES;
+        if n_err > 0 {
+            if n_err > 20 {
+                let _ = writeln!(errs, "... and {} more", n_err - 20);
+            }
+            Err(errs)
+        } else {
+            Ok(census)
+        }
+    }
+
+    /// After everything was freed: drain the pcp lists, release HighAtomic reserves,
+    /// and check that the free blocks are exactly those of boot (full merge).
+    pub fn check_fully_merged(&self) -> Result<(), String> {
+        self.drain_all_pages();
+        self.release_highatomic_reserves();
+        let census = self.check_invariants()?;
+        if census.allocated != 0 {
+            return Err(format!("{} pages are still allocated", census.allocated));
+        }
+        for z in &self.zones {
+            let now = self.free_blocks(z.id);
+            if now != self.boot_blocks[z.id] {
+                let diff: Vec<_> = now
+                    .iter()
+                    .filter(|b| !self.boot_blocks[z.id].contains(b))
+                    .take(5)
+                    .collect();
+                return Err(format!(
+                    "zone {} node {}: {} free blocks now, {} at boot; first new ones {diff:?}",
+                    z.zt.name(),
+                    z.node,
+                    now.len(),
+                    self.boot_blocks[z.id].len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,309 @@
+//! Compact per-page state: the simulator's `struct page`.
+//!
+//! The kernel spends 64 bytes per 4 KiB page; the simulator spends 8 (one `AtomicU64`),
+//! plus one byte per 2 MiB pageblock. The array is allocated zeroed (`calloc`), so the
+//! host only backs the parts that were written: at boot only the heads of the free
+//! max-order blocks are written, one word per 4 MiB of simulated memory — the
+//! simulator's analogue of the kernel's deferred struct-page init.
+//!
+//! Encoding of a page word (little end first):
+//!
+//! | bits  | field |
+//! |-------|-------|
+//! | 0..4  | [`PageKind`] |
+//! | 4..8  | order of the block this page heads |
+//! | 8..11 | migratetype (free list for a buddy page, requested type for an allocation) |
+//! | 11    | compound (`__GFP_COMP`) |
+//! | 12    | pfmemalloc (taken from the reserves, `ALLOC_NO_WATERMARKS`) |
+//! | 32..64| index in its buddy free list (O(1) removal), or the CPU whose pcp list holds it |
+//!
+//! Only block heads carry state; tail pages stay zero ([`PageKind::None`]). So "is the
+//! buddy free, and of the same order?" is one load of the buddy's word: O(1), no list
+//! scan. Transitions of allocated pages are compare-and-swap, which makes a double free
+//! or a racing free of the same block a clean error.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use serde::Serialize;
+
+/// Largest buddy order (`MAX_PAGE_ORDER`).
+pub const MAX_ORDER: u8 = 10;
+/// Number of orders (`NR_PAGE_ORDERS`).
+pub const NR_ORDERS: usize = MAX_ORDER as usize + 1;
+pub const PAGE_SHIFT: u32 = 12;
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// `pageblock_order`: min(HUGETLB_PAGE_ORDER 9, MAX_PAGE_ORDER).
+pub const PAGEBLOCK_ORDER: u8 = 9;
+pub const PAGEBLOCK_NR_PAGES: u64 = 1 << PAGEBLOCK_ORDER;
+/// Orders 0..=3 are cheap; 4+ are "costly" (`PAGE_ALLOC_COSTLY_ORDER`).
+pub const PAGE_ALLOC_COSTLY_ORDER: u8 = 3;
+
+/// A page frame number.
+pub type Pfn = u64;
+
+/// Migratetypes in the kernel's order (`enum migratetype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[repr(u8)]
+pub enum MigrateType {
+    Unmovable = 0,
+    Movable = 1,
+    Reclaimable = 2,
+    HighAtomic = 3,
+    Cma = 4,
+    Isolate = 5,
+}
+
+pub const NR_MIGRATETYPES: usize = 6;
+/// Types that have pcp lists (`MIGRATE_PCPTYPES`).
+pub const MIGRATE_PCPTYPES: usize = 3;
+
+impl MigrateType {
+    pub const ALL: [MigrateType; NR_MIGRATETYPES] = [
+        MigrateType::Unmovable,
+        MigrateType::Movable,
+        MigrateType::Reclaimable,
+        MigrateType::HighAtomic,
+        MigrateType::Cma,
+        MigrateType::Isolate,
+    ];
+
+    #[inline]
+    pub const fn from_u8(v: u8) -> MigrateType {
+        match v {
+            0 => MigrateType::Unmovable,
+            1 => MigrateType::Movable,
+            2 => MigrateType::Reclaimable,
+            3 => MigrateType::HighAtomic,
+            4 => MigrateType::Cma,
+            _ => MigrateType::Isolate,
+        }
+    }
+
+    /// The kernel's `migratetype_names`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MigrateType::Unmovable => "Unmovable",
+            MigrateType::Movable => "Movable",
+            MigrateType::Reclaimable => "Reclaimable",
+            MigrateType::HighAtomic => "HighAtomic",
+            MigrateType::Cma => "CMA",
+            MigrateType::Isolate => "Isolate",
+        }
+    }
+
+    /// Free blocks of these types may merge across pageblock boundaries with blocks of
+    /// another mergeable type (`migratetype_is_mergeable`: below MIGRATE_PCPTYPES).
+    #[inline]
+    pub const fn is_mergeable(self) -> bool {
+        (self as usize) < MIGRATE_PCPTYPES
+    }
+}
+
+/// What a page's word says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PageKind {
+    /// Not a block head: a tail page, a hole, or memory never given to the buddy.
+    None = 0,
+    /// Head of a free block on a zone's buddy free list.
+    Buddy = 1,
+    /// Head of a free block parked on a per-CPU list.
+    Pcp = 2,
+    /// Head of an allocated block.
+    Alloc = 3,
+    /// An allocated block being freed (between validation and list insertion).
+    Freeing = 4,
+}
+
+/// A decoded page word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageWord(pub u64);
+
+const KIND_MASK: u64 = 0xf;
+const ORDER_SHIFT: u32 = 4;
+const MT_SHIFT: u32 = 8;
+const COMPOUND: u64 = 1 << 11;
+const PFMEMALLOC: u64 = 1 << 12;
+const AUX_SHIFT: u32 = 32;
+
+impl PageWord {
+    pub const NONE: PageWord = PageWord(0);
+
+    #[inline]
+    pub const fn new(kind: PageKind, order: u8, mt: MigrateType, aux: u32) -> PageWord {
+        PageWord(
+            kind as u64
+                | ((order as u64) << ORDER_SHIFT)
+                | ((mt as u64) << MT_SHIFT)
+                | ((aux as u64) << AUX_SHIFT),
+        )
+    }
+    #[inline]
+    pub const fn kind(self) -> PageKind {
+        match self.0 & KIND_MASK {
+            1 => PageKind::Buddy,
+            2 => PageKind::Pcp,
+            3 => PageKind::Alloc,
+            4 => PageKind::Freeing,
+            _ => PageKind::None,
+        }
+    }
+    #[inline]
+    pub const fn order(self) -> u8 {
+        ((self.0 >> ORDER_SHIFT) & 0xf) as u8
+    }
+    #[inline]
+    pub const fn mt(self) -> MigrateType {
+        MigrateType::from_u8(((self.0 >> MT_SHIFT) & 0x7) as u8)
+    }
+    #[inline]
+    pub const fn aux(self) -> u32 {
+        (self.0 >> AUX_SHIFT) as u32
+    }
+    #[inline]
+    pub const fn compound(self) -> bool {
+        self.0 & COMPOUND != 0
+    }
+    #[inline]
+    pub const fn pfmemalloc(self) -> bool {
+        self.0 & PFMEMALLOC != 0
+    }
+    #[inline]
+    #[must_use]
+    pub const fn with_compound(self, on: bool) -> PageWord {
+        if on {
+            PageWord(self.0 | COMPOUND)
+        } else {
+            PageWord(self.0 & !COMPOUND)
+        }
+    }
+    #[inline]
+    #[must_use]
+    pub const fn with_pfmemalloc(self, on: bool) -> PageWord {
+        if on {
+            PageWord(self.0 | PFMEMALLOC)
+        } else {
+            PageWord(self.0 & !PFMEMALLOC)
+        }
+    }
+    #[inline]
+    #[must_use]
+    pub const fn with_kind(self, kind: PageKind) -> PageWord {
+        PageWord((self.0 & !KIND_MASK) | kind as u64)
+    }
+    #[inline]
+    #[must_use]
+    pub const fn with_aux(self, aux: u32) -> PageWord {
+        PageWord((self.0 & ((1 << AUX_SHIFT) - 1)) | ((aux as u64) << AUX_SHIFT))
+    }
+}
+
+/// The state of every page frame and every pageblock of the machine.
+pub struct PageMap {
+    words: Vec<AtomicU64>,
+    /// Migratetype of each pageblock (the kernel's 4-bit pageblock flags).
+    pageblock_mt: Vec<AtomicU8>,
+    /// Index of the zone (in `Machine::zones`) each pageblock belongs to; `u16::MAX`
+    /// where no zone spans it.
+    pageblock_zone: Vec<u16>,
+}
+
+pub const NO_ZONE: u16 = u16::MAX;
+
+impl PageMap {
+    /// A map for `nr_pages` frames, all zero: no page is free until the machine frees it.
+    pub fn new(nr_pages: u64, pageblock_zone: Vec<u16>) -> PageMap {
+        let nr_blocks = nr_pages.div_ceil(PAGEBLOCK_NR_PAGES) as usize;
+        debug_assert_eq!(pageblock_zone.len(), nr_blocks);
+        let mut pageblock_mt = Vec::with_capacity(nr_blocks);
+        pageblock_mt.resize_with(nr_blocks, || AtomicU8::new(MigrateType::Movable as u8));
+        PageMap {
+            words: bytemuck::zeroed_vec(nr_pages as usize),
+            pageblock_mt,
+            pageblock_zone,
+        }
+    }
+
+    #[inline]
+    pub fn nr_pages(&self) -> u64 {
+        self.words.len() as u64
+    }
+
+    #[inline]
+    pub fn get(&self, pfn: Pfn) -> PageWord {
+        PageWord(self.words[pfn as usize].load(Ordering::Acquire))
+    }
+
+    /// Plain store: only for pages whose owner holds the lock that guards them (a zone
+    /// lock for buddy pages, the CPU's lock for pcp pages).
+    #[inline]
+    pub fn set(&self, pfn: Pfn, w: PageWord) {
+        self.words[pfn as usize].store(w.0, Ordering::Release);
+    }
+
+    /// Swap `old` for `new` only if the page still holds `old`.
+    #[inline]
+    pub fn cas(&self, pfn: Pfn, old: PageWord, new: PageWord) -> Result<(), PageWord> {
+        self.words[pfn as usize]
+            .compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(PageWord)
+    }
+
+    #[inline]
+    pub fn pageblock_mt(&self, pfn: Pfn) -> MigrateType {
+        MigrateType::from_u8(
+            self.pageblock_mt[(pfn >> PAGEBLOCK_ORDER) as usize].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Change a pageblock's type. Callers hold the zone lock.
+    #[inline]
+    pub fn set_pageblock_mt(&self, pfn: Pfn, mt: MigrateType) {
+        self.pageblock_mt[(pfn >> PAGEBLOCK_ORDER) as usize].store(mt as u8, Ordering::Relaxed);
+    }
+
+    /// The zone index of the pageblock holding `pfn`, if any zone spans it.
+    #[inline]
+    pub fn zone_of(&self, pfn: Pfn) -> Option<usize> {
+        match self.pageblock_zone.get((pfn >> PAGEBLOCK_ORDER) as usize) {
+            Some(&z) if z != NO_ZONE => Some(z as usize),
+            _ => None,
+        }
+    }
+
+    /// Host bytes spent on page state (for the "16 bytes per page" budget).
+    pub fn host_bytes(&self) -> usize {
+        self.words.len() * 8 + self.pageblock_mt.len() + self.pageblock_zone.len() * 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_round_trip() {
+        let w = PageWord::new(PageKind::Buddy, 10, MigrateType::Reclaimable, 123_456)
+            .with_compound(true);
+        assert_eq!(w.kind(), PageKind::Buddy);
+        assert_eq!(w.order(), 10);
+        assert_eq!(w.mt(), MigrateType::Reclaimable);
+        assert_eq!(w.aux(), 123_456);
+        assert!(w.compound());
+        assert!(!w.pfmemalloc());
+        let w2 = w.with_aux(7).with_kind(PageKind::Alloc);
+        assert_eq!(w2.aux(), 7);
+        assert_eq!(w2.kind(), PageKind::Alloc);
+        assert_eq!(w2.order(), 10);
+        assert_eq!(PageWord::NONE.kind(), PageKind::None);
+    }
+
+    #[test]
+    fn page_state_budget() {
+        // 8 bytes per page plus 3 per 512-page block: far under the 16-byte budget.
+        let map = PageMap::new(1 << 20, vec![0; 2048]);
+        assert!(map.host_bytes() as u64 <= 16 * map.nr_pages());
+        assert_eq!(map.pageblock_mt(0), MigrateType::Movable);
+    }
+}

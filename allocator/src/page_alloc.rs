@@ -1,0 +1,1121 @@
+//! The page allocator's entry points: `alloc_pages` / `__free_pages` and friends.
+//!
+//! Modelled path (`mm/page_alloc.c`, v6.18):
+//! 1. refuse order > MAX_ORDER; filter the mask through the scope (`current_gfp_context`)
+//!    and refuse impossible mixes;
+//! 2. fast path: walk the zonelist from the preferred node's highest allowed zone down,
+//!    then other nodes by distance, testing each zone against its LOW watermark (+boost)
+//!    with `zone_watermark_fast`; ALLOC_NOFRAGMENT on Normal when DMA32 exists;
+//! 3. take the block from the CPU's pcp list (orders ≤ 3 and the THP order) or the
+//!    buddy lists (`rmqueue_buddy`), with the fallback rules of [`crate::fallback`];
+//! 4. slow path: wake kswapd, retry at MIN with the reserve rights of
+//!    `gfp_to_alloc_flags`; reserve overrides (MEMALLOC, PF_MEMALLOC, NOMEMALLOC); stop
+//!    for non-blocking callers and PF_MEMALLOC tasks; direct reclaim (counted in
+//!    `allocstall_*`; the reclaim hook frees nothing until vmscan exists), unreserve
+//!    HighAtomic, drain pcp, retry; NORETRY / costly-without-RETRY_MAYFAIL stop;
+//!    `should_reclaim_retry` (≤ 16 loops without progress); OOM (no tasks to kill yet);
+//! 5. `__GFP_NOFAIL` never fails: it loops, waiting for frees, holding no lock, until
+//!    the caller's deadline or cancel token ends the wait.
+//!
+//! Where the service differs from the kernel: a failed allocation returns a typed
+//! error naming which zone refused and why, instead of NULL plus a log line (the log
+//! line is also written to [`Machine::dmesg`]).
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::context::{AllocContext, GiveUp, Scope};
+use crate::gfp::{Gfp, GfpError};
+use crate::machine::Machine;
+use crate::mem::ZoneType;
+use crate::page::{
+    MigrateType, PageKind, PageWord, Pfn, MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SIZE,
+};
+use crate::pcp::{pcp_allowed_order, pindex};
+use crate::vmstat::{Event, RareEvents};
+use crate::zone::{Wmark, Zone};
+
+/// `ALLOC_*` flags (mm/internal.h).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct AllocFlags(pub u32);
+
+impl AllocFlags {
+    pub const WMARK_MIN: AllocFlags = AllocFlags(0);
+    pub const WMARK_LOW: AllocFlags = AllocFlags(1);
+    pub const WMARK_HIGH: AllocFlags = AllocFlags(2);
+    pub const WMARK_MASK: u32 = 3;
+    pub const NO_WATERMARKS: AllocFlags = AllocFlags(0x04);
+    pub const OOM: AllocFlags = AllocFlags(0x08);
+    pub const NON_BLOCK: AllocFlags = AllocFlags(0x10);
+    pub const MIN_RESERVE: AllocFlags = AllocFlags(0x20);
+    pub const CPUSET: AllocFlags = AllocFlags(0x40);
+    pub const CMA: AllocFlags = AllocFlags(0x80);
+    pub const NOFRAGMENT: AllocFlags = AllocFlags(0x100);
+    pub const HIGHATOMIC: AllocFlags = AllocFlags(0x200);
+    pub const KSWAPD: AllocFlags = AllocFlags(0x800);
+    pub const RESERVES: AllocFlags = AllocFlags(0x10 | 0x20 | 0x200 | 0x08);
+
+    #[inline]
+    pub const fn contains(self, f: AllocFlags) -> bool {
+        self.0 & f.0 == f.0
+    }
+    #[inline]
+    pub const fn intersects(self, f: AllocFlags) -> bool {
+        self.0 & f.0 != 0
+    }
+    #[inline]
+    pub const fn with(self, f: AllocFlags) -> AllocFlags {
+        AllocFlags(self.0 | f.0)
+    }
+    #[inline]
+    pub const fn without(self, f: AllocFlags) -> AllocFlags {
+        AllocFlags(self.0 & !f.0)
+    }
+    pub fn wmark(self) -> Wmark {
+        match self.0 & Self::WMARK_MASK {
+            0 => Wmark::Min,
+            1 => Wmark::Low,
+            _ => Wmark::High,
+        }
+    }
+
+    /// `gfp_to_alloc_flags` (slow path).
+    pub fn from_gfp(gfp: Gfp, order: u8) -> AllocFlags {
+        let mut f = AllocFlags::WMARK_MIN.with(AllocFlags::CPUSET);
+        f.0 |= gfp.0 & (Gfp::HIGH.0 | Gfp::KSWAPD_RECLAIM.0);
+        if !gfp.contains(Gfp::DIRECT_RECLAIM) {
+            if !gfp.contains(Gfp::NOMEMALLOC) {
+                f = f.with(AllocFlags::NON_BLOCK);
+                if order > 0 && f.contains(AllocFlags::MIN_RESERVE) {
+                    f = f.with(AllocFlags::HIGHATOMIC);
+                }
+            }
+            if f.contains(AllocFlags::MIN_RESERVE) {
+                f = f.without(AllocFlags::CPUSET);
+            }
+        }
+        with_cma(gfp, f)
+    }
+
+    /// `__gfp_pfmemalloc_flags`: reserve rights that replace the normal ones.
+    pub fn pfmemalloc(gfp: Gfp, scope: Scope) -> AllocFlags {
+        if gfp.contains(Gfp::NOMEMALLOC) {
+            AllocFlags(0)
+        } else if gfp.contains(Gfp::MEMALLOC) || scope.contains(Scope::MEMALLOC) {
+            AllocFlags::NO_WATERMARKS
+        } else {
+            AllocFlags(0)
+        }
+    }
+}
+
+/// `gfp_to_alloc_flags_cma`: movable allocations may use CMA pageblocks.
+fn with_cma(gfp: Gfp, f: AllocFlags) -> AllocFlags {
+    if gfp.migratetype() == MigrateType::Movable {
+        f.with(AllocFlags::CMA)
+    } else {
+        f
+    }
+}
+
+impl fmt::Debug for AllocFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ALLOC_WMARK_{}", self.wmark().name().to_uppercase())?;
+        for (bit, name) in [
+            (Self::NO_WATERMARKS, "NO_WATERMARKS"),
+            (Self::OOM, "OOM"),
+            (Self::NON_BLOCK, "NON_BLOCK"),
+            (Self::MIN_RESERVE, "MIN_RESERVE"),
+            (Self::CPUSET, "CPUSET"),
+            (Self::CMA, "CMA"),
+            (Self::NOFRAGMENT, "NOFRAGMENT"),
+            (Self::HIGHATOMIC, "HIGHATOMIC"),
+            (Self::KSWAPD, "KSWAPD"),
+        ] {
+            if self.contains(bit) {
+                write!(f, "|ALLOC_{name}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An allocated block, with what the kernel would know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PageBlock {
+    pub pfn: Pfn,
+    pub order: u8,
+    pub node: u16,
+    pub zone: ZoneType,
+    /// The migratetype asked for (`gfp_migratetype`).
+    pub migratetype: MigrateType,
+    /// The mask after the scope filter.
+    #[serde(serialize_with = "ser_gfp")]
+    pub gfp: Gfp,
+    /// Taken ignoring watermarks (`page->pfmemalloc`).
+    pub pfmemalloc: bool,
+}
+
+fn ser_gfp<S: serde::Serializer>(g: &Gfp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&g.to_string())
+}
+
+impl PageBlock {
+    pub fn nr_pages(&self) -> u64 {
+        1 << self.order
+    }
+    pub fn phys_addr(&self) -> u64 {
+        self.pfn * PAGE_SIZE
+    }
+}
+
+/// Why one zone did not serve a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Refusal {
+    /// `zone_watermark_fast` said no.
+    Watermark {
+        watermark: Wmark,
+        free: u64,
+        mark: u64,
+        lowmem_reserve: u64,
+    },
+    /// The watermark allowed it but no list had a block (fragmentation).
+    NoBlock,
+}
+
+/// One zone's refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ZoneRefusal {
+    pub node: u16,
+    pub zone: ZoneType,
+    pub refusal: Refusal,
+}
+
+impl fmt::Display for ZoneRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} zone {}: ", self.node, self.zone.name())?;
+        match &self.refusal {
+            Refusal::Watermark {
+                watermark,
+                free,
+                mark,
+                lowmem_reserve,
+            } => write!(
+                f,
+                "free {free} pages not above {} watermark {mark} + lowmem_reserve {lowmem_reserve}",
+                watermark.name()
+            ),
+            Refusal::NoBlock => write!(f, "no free block of the order on any allowed list"),
+        }
+    }
+}
+
+/// Where in the slow path the request gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FailStage {
+    /// Not allowed to block (no `__GFP_DIRECT_RECLAIM`).
+    NoDirectReclaim,
+    /// The task is itself reclaiming (PF_MEMALLOC).
+    Memalloc,
+    /// `__GFP_NORETRY` after one reclaim attempt.
+    NoRetry,
+    /// Costly order without `__GFP_RETRY_MAYFAIL`.
+    Costly,
+    /// Reclaim made no progress for MAX_RECLAIM_RETRIES loops; OOM found no victim.
+    RetriesExhausted,
+    /// `__GFP_THISNODE` or a constrained request the OOM killer does not serve.
+    NoOom,
+}
+
+impl FailStage {
+    fn text(self) -> &'static str {
+        match self {
+            FailStage::NoDirectReclaim => "the caller may not sleep (no __GFP_DIRECT_RECLAIM)",
+            FailStage::Memalloc => "the caller is reclaiming (PF_MEMALLOC) and may not recurse",
+            FailStage::NoRetry => "__GFP_NORETRY stopped after one reclaim attempt",
+            FailStage::Costly => "costly order without __GFP_RETRY_MAYFAIL does not retry",
+            FailStage::RetriesExhausted => "reclaim made no progress in 16 retries",
+            FailStage::NoOom => "no OOM kill for this request",
+        }
+    }
+}
+
+/// A failed allocation's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocFailure {
+    pub order: u8,
+    #[serde(serialize_with = "ser_gfp")]
+    pub gfp: Gfp,
+    pub node: u16,
+    pub stage: FailStage,
+    pub zones: Vec<ZoneRefusal>,
+}
+
+/// Errors of the page allocator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("order {order} is above MAX_PAGE_ORDER {MAX_ORDER}")]
+    InvalidOrder { order: u8 },
+    #[error(transparent)]
+    Gfp(#[from] GfpError),
+    #[error("node {node} does not exist (the machine has {nodes})")]
+    NoSuchNode { node: u16, nodes: u16 },
+    #[error("cpu {cpu} does not exist (the machine has {cpus})")]
+    NoSuchCpu { cpu: u16, cpus: u16 },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("page allocation failure: order:{}, mode:{:#x}({}): {}", .0.order, .0.gfp.0, .0.gfp, fmt_failure(.0))]
+    NoMemory(Box<AllocFailure>),
+    #[error("__GFP_NOFAIL allocation of order {order} cancelled while waiting for memory")]
+    Cancelled { order: u8 },
+    #[error("__GFP_NOFAIL allocation of order {order} gave up at its deadline")]
+    DeadlineExceeded { order: u8 },
+}
+
+fn fmt_failure(f: &AllocFailure) -> String {
+    let mut s = f.stage.text().to_string();
+    if f.zones.is_empty() {
+        s.push_str("; no zone allowed by the mask has memory on the allowed nodes");
+    }
+    for z in &f.zones {
+        s.push_str("; ");
+        s.push_str(&z.to_string());
+    }
+    s
+}
+
+impl AllocError {
+    /// Stable reason string (error codes as data).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AllocError::InvalidOrder { .. } => "INVALID_ORDER",
+            AllocError::Gfp(g) => g.reason(),
+            AllocError::NoSuchNode { .. } => "NO_SUCH_NODE",
+            AllocError::NoSuchCpu { .. } => "NO_SUCH_CPU",
+            AllocError::BadRequest(_) => "BAD_REQUEST",
+            AllocError::NoMemory(f) => {
+                if f.zones.iter().any(|z| matches!(z.refusal, Refusal::Watermark { .. })) {
+                    "BELOW_MIN_WATERMARK"
+                } else if f.zones.is_empty() {
+                    "OUT_OF_MEMORY"
+                } else {
+                    "NO_FREE_BLOCK"
+                }
+            }
+            AllocError::Cancelled { .. } => "NOFAIL_CANCELLED",
+            AllocError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+        }
+    }
+}
+
+/// Errors of the free path. The allocator is unchanged after each of them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FreeError {
+    #[error("order {order} is above MAX_PAGE_ORDER {MAX_ORDER}")]
+    InvalidOrder { order: u8 },
+    #[error("pfn {pfn:#x} is outside every zone (the machine has {nr_pages:#x} page frames)")]
+    OutOfRange { pfn: Pfn, nr_pages: u64 },
+    #[error("double free of pfn {pfn:#x} (order {order}): the block is already free")]
+    DoubleFree { pfn: Pfn, order: u8 },
+    #[error("pfn {pfn:#x} was allocated with order {actual}, not order {given}")]
+    WrongOrder { pfn: Pfn, given: u8, actual: u8 },
+    #[error("pfn {pfn:#x} is a tail page of the order-{order} block at pfn {head:#x}; free the head")]
+    TailPage { pfn: Pfn, head: Pfn, order: u8 },
+    #[error("pfn {pfn:#x} is not an allocated block (free, reserved or a hole)")]
+    NotAllocated { pfn: Pfn },
+    #[error("range of {nr_pages} pages at pfn {pfn:#x} is not the exact allocation there")]
+    BadRange { pfn: Pfn, nr_pages: u64 },
+}
+
+impl FreeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FreeError::InvalidOrder { .. } => "INVALID_ORDER",
+            FreeError::OutOfRange { .. } => "PFN_OUT_OF_RANGE",
+            FreeError::DoubleFree { .. } => "DOUBLE_FREE",
+            FreeError::WrongOrder { .. } => "WRONG_ORDER",
+            FreeError::TailPage { .. } => "TAIL_PAGE",
+            FreeError::NotAllocated { .. } => "ALLOCATION_NOT_FOUND",
+            FreeError::BadRange { .. } => "BAD_RANGE",
+        }
+    }
+}
+
+/// A resolved request: mask, order, where it runs.
+struct Request<'a> {
+    gfp: Gfp,
+    order: u8,
+    mt: MigrateType,
+    highest: ZoneType,
+    node: u16,
+    cpu: usize,
+    zonelist: &'a [usize],
+    ctx: &'a AllocContext,
+}
+
+/// `MAX_RECLAIM_RETRIES`.
+const MAX_RECLAIM_RETRIES: u32 = 16;
+
+impl Machine {
+    /// `alloc_pages(gfp, order)` on the context's CPU and node.
+    pub fn alloc_pages(
+        &self,
+        gfp: Gfp,
+        order: u8,
+        ctx: &AllocContext,
+    ) -> Result<PageBlock, AllocError> {
+        if order > MAX_ORDER {
+            RareEvents::inc(&self.mm.ev.alloc_fail_order);
+            if !gfp.contains(Gfp::NOWARN) {
+                self.log.warn(format!(
+                    "WARNING: alloc_pages: order {order} > MAX_PAGE_ORDER {MAX_ORDER}, mode:{:#x}({gfp})",
+                    gfp.0
+                ));
+            }
+            return Err(AllocError::InvalidOrder { order });
+        }
+        let gfp = match ctx.scope.apply(gfp).validate() {
+            Ok(g) => g,
+            Err(e) => {
+                RareEvents::inc(&self.mm.ev.alloc_fail_gfp);
+                return Err(e.into());
+            }
+        };
+        let cpu = self.resolve_cpu(ctx)?;
+        let node = match ctx.node {
+            Some(n) if n as usize >= self.nr_nodes() => {
+                return Err(AllocError::NoSuchNode {
+                    node: n,
+                    nodes: self.nr_nodes() as u16,
+                })
+            }
+            Some(n) => n,
+            None => self.cpus[cpu].node,
+        };
+        let zonelist = if gfp.contains(Gfp::THISNODE) {
+            &self.zonelists_thisnode[node as usize]
+        } else {
+            &self.zonelists[node as usize]
+        };
+        let req = Request {
+            gfp,
+            order,
+            mt: gfp.migratetype(),
+            highest: gfp.zone(),
+            node,
+            cpu,
+            zonelist,
+            ctx,
+        };
+        // Fast path at the low watermark.
+        let first = req.zonelist.iter().find(|&&z| self.zones[z].zt <= req.highest);
+        let mut flags = AllocFlags::WMARK_LOW;
+        if let Some(&z) = first {
+            flags = flags.with(self.nofragment(z, gfp));
+        }
+        flags = with_cma(gfp, flags);
+        let mut refusals = Vec::new();
+        if let Some(b) = self.get_page_from_freelist(&req, flags, &mut refusals) {
+            return Ok(b);
+        }
+        self.slowpath(&req, refusals)
+    }
+
+    /// `alloc_pages_node`.
+    pub fn alloc_pages_node(&self, node: u16, gfp: Gfp, order: u8) -> Result<PageBlock, AllocError> {
+        self.alloc_pages(gfp, order, &AllocContext::on_node(node))
+    }
+
+    /// `alloc_flags_nofragment`: on Normal with DMA32 below (populated, or a single
+    /// node), fall back only by whole pageblocks first.
+    fn nofragment(&self, zone: usize, gfp: Gfp) -> AllocFlags {
+        let mut f = AllocFlags(gfp.0 & Gfp::KSWAPD_RECLAIM.0);
+        let z = &self.zones[zone];
+        if z.zt != ZoneType::Normal {
+            return f;
+        }
+        let dma32 = &self.zones[zone - 1];
+        if self.nr_nodes() > 1 && !dma32.populated() {
+            return f;
+        }
+        f = f.with(AllocFlags::NOFRAGMENT);
+        f
+    }
+
+    /// `get_page_from_freelist`.
+    fn get_page_from_freelist(
+        &self,
+        req: &Request,
+        mut flags: AllocFlags,
+        refusals: &mut Vec<ZoneRefusal>,
+    ) -> Option<PageBlock> {
+        'retry: loop {
+            refusals.clear();
+            let no_fallback = flags.contains(AllocFlags::NOFRAGMENT);
+            for &zi in req.zonelist {
+                let zone = &self.zones[zi];
+                if zone.zt > req.highest {
+                    continue;
+                }
+                if no_fallback && self.nr_nodes() > 1 && zone.node != req.node {
+                    flags = flags.without(AllocFlags::NOFRAGMENT);
+                    continue 'retry;
+                }
+                let wm = flags.wmark();
+                let mark = zone.wmark_boosted(wm);
+                if !flags.contains(AllocFlags::NO_WATERMARKS)
+                    && !watermark_fast(zone, req.order, mark, req.highest, flags)
+                {
+                    refusals.push(ZoneRefusal {
+                        node: zone.node,
+                        zone: zone.zt,
+                        refusal: Refusal::Watermark {
+                            watermark: wm,
+                            free: zone.free_pages(),
+                            mark,
+                            lowmem_reserve: zone.lowmem_reserve(req.highest.idx()),
+                        },
+                    });
+                    continue;
+                }
+                if let Some(pfn) = self.rmqueue(zone, req, flags) {
+                    return Some(self.prep_new_page(zone, req, flags, pfn));
+                }
+                refusals.push(ZoneRefusal {
+                    node: zone.node,
+                    zone: zone.zt,
+                    refusal: Refusal::NoBlock,
+                });
+            }
+            if no_fallback {
+                flags = flags.without(AllocFlags::NOFRAGMENT);
+                continue;
+            }
+            return None;
+        }
+    }
+
+    /// `rmqueue`: pcp for small orders, else the buddy lists.
+    fn rmqueue(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<Pfn> {
+        let pfn = if pcp_allowed_order(req.order, self.thp_pcp()) {
+            self.rmqueue_pcplist(zone, req, flags)
+        } else {
+            None
+        };
+        let pfn = pfn.or_else(|| {
+            let mut b = zone.lock(&self.mm);
+            let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
+            self.pages().set(
+                p,
+                PageWord::new(PageKind::Alloc, req.order, req.mt, 0),
+            );
+            Some(p)
+        })?;
+        if flags.contains(AllocFlags::KSWAPD) && zone.boosted.swap(false, Relaxed) {
+            self.wake_kswapd(zone.node);
+        }
+        Some(pfn)
+    }
+
+    /// `rmqueue_pcplist`: pop from the CPU's list, refilling it from the buddy first.
+    fn rmqueue_pcplist(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<Pfn> {
+        let pi = pindex(req.order, req.mt);
+        let mut st = self.cpus[req.cpu].state.lock();
+        let pcp = &mut st.pcp[zone.id];
+        pcp.free_count >>= 1;
+        if pcp.lists[pi].is_empty() {
+            let n = pcp.nr_alloc(zone.pcp_sizing(), req.order);
+            let mut b = zone.lock(&self.mm);
+            for _ in 0..n {
+                let Some(p) = b.rmqueue(req.order, req.mt, flags) else {
+                    break;
+                };
+                self.pages().set(
+                    p,
+                    PageWord::new(PageKind::Pcp, req.order, req.mt, req.cpu as u32),
+                );
+                pcp.lists[pi].push_back(p as u32);
+                pcp.count += 1 << req.order;
+            }
+        }
+        let pfn = pcp.pop(pi)?;
+        pcp.count -= 1 << req.order;
+        self.pages()
+            .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+        Some(pfn)
+    }
+
+    /// `prep_new_page` plus the bookkeeping of a successful allocation.
+    fn prep_new_page(&self, zone: &Zone, req: &Request, flags: AllocFlags, pfn: Pfn) -> PageBlock {
+        let pfmemalloc = flags.contains(AllocFlags::NO_WATERMARKS);
+        let compound = req.gfp.contains(Gfp::COMP) && req.order > 0;
+        if compound || pfmemalloc {
+            let w = self.pages().get(pfn);
+            self.pages()
+                .set(pfn, w.with_compound(compound).with_pfmemalloc(pfmemalloc));
+        }
+        if pfmemalloc {
+            RareEvents::inc(&self.mm.ev.pfmemalloc_alloc);
+        }
+        if req.gfp.contains(Gfp::ZERO) || self.cfg.init_on_alloc {
+            self.content.clear(pfn, 1 << req.order);
+        }
+        if flags.contains(AllocFlags::HIGHATOMIC) && req.order > 0 {
+            zone.lock(&self.mm).reserve_highatomic(pfn, req.order);
+        }
+        {
+            let mut st = self.cpus[req.cpu].state.lock();
+            st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
+            let local = self.cpus[req.cpu].node;
+            let numa = &mut st.pcp[zone.id].numa;
+            if zone.node == req.node {
+                numa.hit += 1;
+            } else {
+                numa.miss += 1;
+            }
+            if zone.node == local {
+                numa.local += 1;
+            } else {
+                numa.other += 1;
+            }
+            if zone.node != req.node {
+                // numa_foreign is counted on the preferred node's first zone.
+                if let Some(&pz) = self.zonelists_thisnode[req.node as usize].first() {
+                    st.pcp[pz].numa.foreign += 1;
+                }
+            }
+        }
+        PageBlock {
+            pfn,
+            order: req.order,
+            node: zone.node,
+            zone: zone.zt,
+            migratetype: req.mt,
+            gfp: req.gfp,
+            pfmemalloc,
+        }
+    }
+
+    /// `__alloc_pages_slowpath`.
+    fn slowpath(&self, req: &Request, mut refusals: Vec<ZoneRefusal>) -> Result<PageBlock, AllocError> {
+        let gfp = req.gfp;
+        let order = req.order;
+        let costly = order > PAGE_ALLOC_COSTLY_ORDER;
+        let can_reclaim = gfp.contains(Gfp::DIRECT_RECLAIM);
+        let mut flags = AllocFlags::from_gfp(gfp, order);
+        if flags.contains(AllocFlags::KSWAPD) {
+            self.wake_all_kswapds(req);
+        }
+        if let Some(b) = self.get_page_from_freelist(req, flags, &mut refusals) {
+            return Ok(b);
+        }
+        let mut no_progress_loops = 0u32;
+        let mut drained = false;
+        let stage = loop {
+            if flags.contains(AllocFlags::KSWAPD) {
+                self.wake_all_kswapds(req);
+            }
+            let reserve = AllocFlags::pfmemalloc(gfp, req.ctx.scope);
+            if reserve.0 != 0 {
+                flags = with_cma(gfp, reserve).with(AllocFlags(flags.0 & AllocFlags::KSWAPD.0));
+            }
+            if let Some(b) = self.get_page_from_freelist(req, flags, &mut refusals) {
+                return Ok(b);
+            }
+            if !can_reclaim {
+                break FailStage::NoDirectReclaim;
+            }
+            if req.ctx.scope.contains(Scope::MEMALLOC) {
+                break FailStage::Memalloc;
+            }
+            // Direct reclaim. vmscan plugs in here; until it exists nothing is reclaimed.
+            {
+                let mut st = self.cpus[req.cpu].state.lock();
+                st.events.add(Event::Allocstall(req.highest), 1);
+            }
+            let progress = self.direct_reclaim(req);
+            if let Some(b) = self.get_page_from_freelist(req, flags, &mut refusals) {
+                return Ok(b);
+            }
+            if !drained {
+                self.unreserve_highatomic(req, false);
+                self.drain_all_pages();
+                drained = true;
+                if let Some(b) = self.get_page_from_freelist(req, flags, &mut refusals) {
+                    return Ok(b);
+                }
+            }
+            // Direct compaction plugs in here.
+            if gfp.contains(Gfp::NORETRY) {
+                break FailStage::NoRetry;
+            }
+            if costly && !gfp.contains(Gfp::RETRY_MAYFAIL) {
+                break FailStage::Costly;
+            }
+            // should_reclaim_retry
+            if progress > 0 && !costly {
+                no_progress_loops = 0;
+            } else {
+                no_progress_loops += 1;
+            }
+            if no_progress_loops > MAX_RECLAIM_RETRIES {
+                if self.unreserve_highatomic(req, true) {
+                    continue;
+                }
+                break FailStage::RetriesExhausted;
+            }
+            if progress > 0 {
+                continue;
+            }
+            // Nothing reclaimable: retrying cannot help; go to OOM.
+            if gfp.contains(Gfp::RETRY_MAYFAIL) || gfp.contains(Gfp::THISNODE) || costly {
+                break FailStage::NoOom;
+            }
+            // __alloc_pages_may_oom: a last try at the high watermark; there are no
+            // tasks to kill yet.
+            let hw = AllocFlags::WMARK_HIGH.with(AllocFlags::CPUSET);
+            if let Some(b) = self.get_page_from_freelist(req, hw, &mut refusals) {
+                return Ok(b);
+            }
+            break FailStage::RetriesExhausted;
+        };
+        if gfp.contains(Gfp::NOFAIL) {
+            return self.nofail_wait(req, flags);
+        }
+        RareEvents::inc(&self.mm.ev.alloc_fail_nomem);
+        if !gfp.contains(Gfp::NOWARN) {
+            self.log.warn_ratelimited(format!(
+                "kmemd: page allocation failure: order:{order}, mode:{:#x}({gfp}), nodemask=(null)",
+                gfp.0
+            ));
+        }
+        Err(AllocError::NoMemory(Box::new(AllocFailure {
+            order,
+            gfp,
+            node: req.node,
+            stage,
+            zones: refusals,
+        })))
+    }
+
+    /// The NOFAIL loop: retry with the MIN_RESERVE discount, then wait for a free.
+    fn nofail_wait(&self, req: &Request, flags: AllocFlags) -> Result<PageBlock, AllocError> {
+        RareEvents::inc(&self.mm.ev.nofail_wait);
+        if req.order > 1 {
+            self.log.warn(format!(
+                "WARNING: __GFP_NOFAIL with order {} > 1 (mode:{:#x}({}))",
+                req.order, req.gfp.0, req.gfp
+            ));
+        }
+        let flags = flags.with(AllocFlags::MIN_RESERVE);
+        let mut refusals = Vec::new();
+        loop {
+            let seen = self.waiters.generation();
+            if let Some(b) = self.get_page_from_freelist(req, flags, &mut refusals) {
+                return Ok(b);
+            }
+            self.drain_all_pages();
+            if let Some(b) = self.get_page_from_freelist(req, flags, &mut refusals) {
+                return Ok(b);
+            }
+            if let Some(g) = req.ctx.gave_up() {
+                RareEvents::inc(&self.mm.ev.nofail_gave_up);
+                return Err(match g {
+                    GiveUp::Cancelled => AllocError::Cancelled { order: req.order },
+                    GiveUp::Deadline => AllocError::DeadlineExceeded { order: req.order },
+                });
+            }
+            // Wake on a free, or at most every 10 ms to notice a cancel.
+            let mut until = std::time::Instant::now() + Duration::from_millis(10);
+            if let Some(d) = req.ctx.deadline {
+                until = until.min(d);
+            }
+            self.waiters.wait_past(seen, until);
+        }
+    }
+
+    /// The direct-reclaim hook: pages reclaimed. Nothing is reclaimable until vmscan.
+    fn direct_reclaim(&self, _req: &Request) -> u64 {
+        0
+    }
+
+    fn wake_kswapd(&self, _node: u16) {
+        RareEvents::inc(&self.mm.ev.kswapd_wake);
+    }
+
+    /// `wake_all_kswapds`: once per node in the zonelist.
+    fn wake_all_kswapds(&self, req: &Request) {
+        let mut last = u16::MAX;
+        for &z in req.zonelist {
+            let n = self.zones[z].node;
+            if n != last && self.zones[z].zt <= req.highest {
+                self.wake_kswapd(n);
+                last = n;
+            }
+        }
+    }
+
+    /// `unreserve_highatomic_pageblock` over the request's zonelist.
+    fn unreserve_highatomic(&self, req: &Request, force: bool) -> bool {
+        for &zi in req.zonelist {
+            let z = &self.zones[zi];
+            if z.zt > req.highest {
+                continue;
+            }
+            if z.lock(&self.mm).unreserve_highatomic(req.mt, force) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// `__free_pages(page, order)` from the calling thread's CPU.
+    pub fn free_pages(&self, pfn: Pfn, order: u8) -> Result<(), FreeError> {
+        self.free_pages_on(pfn, order, &AllocContext::default())
+    }
+
+    /// `__free_pages` on the context's CPU (its pcp lists receive small blocks).
+    pub fn free_pages_on(&self, pfn: Pfn, order: u8, ctx: &AllocContext) -> Result<(), FreeError> {
+        if order > MAX_ORDER {
+            RareEvents::inc(&self.mm.ev.bad_free);
+            return Err(FreeError::InvalidOrder { order });
+        }
+        let cpu = self
+            .resolve_cpu(ctx)
+            .map_err(|_| FreeError::NotAllocated { pfn })?;
+        let Some(zi) = self.pages().zone_of(pfn).filter(|_| pfn < self.pages().nr_pages()) else {
+            RareEvents::inc(&self.mm.ev.bad_free);
+            return Err(FreeError::OutOfRange {
+                pfn,
+                nr_pages: self.pages().nr_pages(),
+            });
+        };
+        let w = self.claim_for_free(pfn, order)?;
+        self.free_claimed(zi, cpu, pfn, order, w);
+        Ok(())
+    }
+
+    /// Validate a free and move the head word to `Freeing` (atomically, so two racing
+    /// frees of one block cannot both succeed).
+    pub(crate) fn claim_for_free(&self, pfn: Pfn, order: u8) -> Result<PageWord, FreeError> {
+        let pages = self.pages();
+        let mut w = pages.get(pfn);
+        loop {
+            match w.kind() {
+                PageKind::Alloc => {
+                    if w.order() != order {
+                        RareEvents::inc(&self.mm.ev.bad_free);
+                        return Err(FreeError::WrongOrder {
+                            pfn,
+                            given: order,
+                            actual: w.order(),
+                        });
+                    }
+                    match pages.cas(pfn, w, w.with_kind(PageKind::Freeing)) {
+                        Ok(()) => return Ok(w),
+                        Err(now) => w = now,
+                    }
+                }
+                PageKind::Buddy | PageKind::Pcp | PageKind::Freeing => {
+                    RareEvents::inc(&self.mm.ev.bad_free);
+                    return Err(FreeError::DoubleFree { pfn, order });
+                }
+                PageKind::None => {
+                    RareEvents::inc(&self.mm.ev.bad_free);
+                    return Err(match self.block_containing(pfn) {
+                        Some((head, hw)) if hw.kind() == PageKind::Alloc => FreeError::TailPage {
+                            pfn,
+                            head,
+                            order: hw.order(),
+                        },
+                        Some((head, hw)) if head != pfn => FreeError::DoubleFree {
+                            pfn,
+                            order: hw.order(),
+                        },
+                        _ => FreeError::NotAllocated { pfn },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Put a claimed block on the pcp list or the buddy lists.
+    fn free_claimed(&self, zi: usize, cpu: usize, pfn: Pfn, order: u8, _w: PageWord) {
+        let zone = &self.zones[zi];
+        if self.cfg.init_on_free || order >= self.cfg.release_bytes_order {
+            self.content.clear(pfn, 1 << order);
+        }
+        let mt = self.pages().pageblock_mt(pfn);
+        if pcp_allowed_order(order, self.thp_pcp()) && mt != MigrateType::Isolate {
+            let mut st = self.cpus[cpu].state.lock();
+            st.events.add(Event::Pgfree, 1 << order);
+            let pcp = &mut st.pcp[zone.id];
+            let pi = pindex(order, mt);
+            self.pages()
+                .set(pfn, PageWord::new(PageKind::Pcp, order, mt, cpu as u32));
+            pcp.push(pi, pfn);
+            pcp.count += 1 << order;
+            let n = pcp.nr_to_free(zone.pcp_sizing(), order);
+            if n > 0 {
+                self.free_pcppages_bulk(zone, pcp, n, pi);
+            }
+        } else {
+            {
+                let mut st = self.cpus[cpu].state.lock();
+                st.events.add(Event::Pgfree, 1 << order);
+            }
+            zone.lock(&self.mm).free_one(pfn, order);
+        }
+        self.waiters.notify();
+    }
+
+    /// `free_pcppages_bulk`: return `count` pages, oldest first, round-robin over the
+    /// lists starting with `start`.
+    pub(crate) fn free_pcppages_bulk(
+        &self,
+        zone: &Zone,
+        pcp: &mut crate::pcp::PcpSet,
+        count: u32,
+        start: usize,
+    ) {
+        let mut left = count.min(pcp.count) as i64;
+        let mut b = zone.lock(&self.mm);
+        let mut pi = start;
+        let nr = pcp.lists.len();
+        let mut empty_rounds = 0;
+        while left > 0 && empty_rounds < nr {
+            if let Some(p) = pcp.lists[pi].pop_back() {
+                let p = p as Pfn;
+                let order = crate::pcp::pindex_order(pi);
+                self.pages().set(p, PageWord::NONE);
+                b.free_one(p, order);
+                pcp.count -= 1 << order;
+                left -= 1 << order;
+                empty_rounds = 0;
+            } else {
+                empty_rounds += 1;
+            }
+            pi = (pi + 1) % nr;
+        }
+    }
+
+    /// `drain_all_pages(NULL)`: every CPU's pcp lists back to the buddy.
+    pub fn drain_all_pages(&self) {
+        RareEvents::inc(&self.mm.ev.pcp_drain);
+        for cpu in &self.cpus {
+            let mut st = cpu.state.lock();
+            for zone in &self.zones {
+                let pcp = &mut st.pcp[zone.id];
+                if pcp.count > 0 {
+                    let n = pcp.count;
+                    self.free_pcppages_bulk(zone, pcp, n, 0);
+                }
+            }
+        }
+    }
+
+    /// The allocated or free block whose span holds `pfn`, by its head.
+    pub fn block_containing(&self, pfn: Pfn) -> Option<(Pfn, PageWord)> {
+        let pages = self.pages();
+        for o in 0..=MAX_ORDER {
+            let head = pfn & !((1u64 << o) - 1);
+            let w = pages.get(head);
+            if w.kind() != PageKind::None && head + (1u64 << w.order()) > pfn {
+                return Some((head, w));
+            }
+        }
+        None
+    }
+
+    /// `alloc_pages_exact`: the smallest order block, with the tail pages past
+    /// `size` freed at once (each a separate order-0 allocation until freed).
+    pub fn alloc_pages_exact(
+        &self,
+        size: u64,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<PageBlock, AllocError> {
+        if size == 0 {
+            return Err(AllocError::BadRequest("alloc_pages_exact of 0 bytes".into()));
+        }
+        if gfp.contains(Gfp::COMP) {
+            return Err(AllocError::BadRequest(
+                "alloc_pages_exact does not take __GFP_COMP".into(),
+            ));
+        }
+        let nr = size.div_ceil(PAGE_SIZE);
+        let order = (64 - (nr - 1).leading_zeros()) as u8;
+        let order = if nr == 1 { 0 } else { order };
+        let block = self.alloc_pages(gfp, order, ctx)?;
+        // split_page: every page becomes an order-0 allocation, then the tail is freed.
+        for p in block.pfn..block.pfn + (1 << order) {
+            self.pages()
+                .set(p, PageWord::new(PageKind::Alloc, 0, block.migratetype, 0));
+        }
+        for p in block.pfn + nr..block.pfn + (1 << order) {
+            let _ = self.free_pages_on(p, 0, ctx);
+        }
+        Ok(PageBlock { order: 0, ..block })
+    }
+
+    /// `free_pages_exact`: free the `size` bytes at `pfn` page by page. All pages are
+    /// checked first, so a bad range changes nothing.
+    pub fn free_pages_exact(&self, pfn: Pfn, size: u64) -> Result<(), FreeError> {
+        let nr = size.div_ceil(PAGE_SIZE);
+        for p in pfn..pfn + nr {
+            let w = (p < self.pages().nr_pages()).then(|| self.pages().get(p));
+            if !w.is_some_and(|w| w.kind() == PageKind::Alloc && w.order() == 0) {
+                return Err(FreeError::BadRange { pfn, nr_pages: nr });
+            }
+        }
+        for p in pfn..pfn + nr {
+            self.free_pages(p, 0)?;
+        }
+        Ok(())
+    }
+
+    /// `alloc_pages_bulk`: up to `nr` order-0 pages; stops at the first failure and
+    /// returns what it got (the kernel's partial-success contract).
+    pub fn alloc_pages_bulk(
+        &self,
+        gfp: Gfp,
+        nr: usize,
+        ctx: &AllocContext,
+    ) -> Result<Vec<PageBlock>, AllocError> {
+        let mut out = Vec::with_capacity(nr);
+        for _ in 0..nr {
+            match self.alloc_pages(gfp, 0, ctx) {
+                Ok(b) => out.push(b),
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `zone_watermark_fast`.
+pub(crate) fn watermark_fast(
+    z: &Zone,
+    order: u8,
+    mark: u64,
+    highest: ZoneType,
+    flags: AllocFlags,
+) -> bool {
+    let free = z.free_pages() as i64;
+    let reserve = z.lowmem_reserve(highest.idx()) as i64;
+    if order == 0 {
+        let unusable = unusable_free(z, 0, flags);
+        let usable = free - free.min(unusable);
+        if usable > mark as i64 + reserve {
+            return true;
+        }
+    }
+    if watermark_ok(z, order, mark, highest, flags, free) {
+        return true;
+    }
+    if order == 0
+        && flags.contains(AllocFlags::MIN_RESERVE)
+        && z.boost() > 0
+        && flags.wmark() == Wmark::Min
+    {
+        return watermark_ok(z, order, z.wmark(Wmark::Min), highest, flags, free);
+    }
+    false
+}
+
+/// `__zone_watermark_unusable_free`.
+fn unusable_free(z: &Zone, order: u8, flags: AllocFlags) -> i64 {
+    let mut u = (1i64 << order) - 1;
+    if !flags.intersects(AllocFlags::RESERVES) {
+        u += z.free_highatomic() as i64;
+    }
+    u
+}
+
+/// `__zone_watermark_ok`.
+pub(crate) fn watermark_ok(
+    z: &Zone,
+    order: u8,
+    mark: u64,
+    highest: ZoneType,
+    flags: AllocFlags,
+    free: i64,
+) -> bool {
+    let free = free - unusable_free(z, order, flags);
+    let mut min = mark as i64;
+    if flags.intersects(AllocFlags::RESERVES) {
+        if flags.contains(AllocFlags::MIN_RESERVE) {
+            min -= min / 2;
+            if flags.contains(AllocFlags::NON_BLOCK) {
+                min -= min / 4;
+            }
+        }
+        if flags.contains(AllocFlags::OOM) {
+            min -= min / 2;
+        }
+    }
+    if free <= min + z.lowmem_reserve(highest.idx()) as i64 {
+        return false;
+    }
+    if order == 0 {
+        return true;
+    }
+    for o in order as usize..=MAX_ORDER as usize {
+        for mt in [
+            MigrateType::Unmovable,
+            MigrateType::Movable,
+            MigrateType::Reclaimable,
+        ] {
+            if z.nr_free_blocks(o, mt) > 0 {
+                return true;
+            }
+        }
+        if flags.contains(AllocFlags::CMA) && z.nr_free_blocks(o, MigrateType::Cma) > 0 {
+            return true;
+        }
+        if flags.intersects(AllocFlags(AllocFlags::HIGHATOMIC.0 | AllocFlags::OOM.0))
+            && z.nr_free_blocks(o, MigrateType::HighAtomic) > 0
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_flags_from_gfp() {
+        let k = AllocFlags::from_gfp(Gfp::GFP_KERNEL, 0);
+        assert_eq!(k, AllocFlags::CPUSET.with(AllocFlags::KSWAPD));
+        let a = AllocFlags::from_gfp(Gfp::GFP_ATOMIC, 0);
+        assert_eq!(
+            a,
+            AllocFlags::KSWAPD
+                .with(AllocFlags::MIN_RESERVE)
+                .with(AllocFlags::NON_BLOCK)
+        );
+        let a3 = AllocFlags::from_gfp(Gfp::GFP_ATOMIC, 3);
+        assert!(a3.contains(AllocFlags::HIGHATOMIC));
+        let nw = AllocFlags::from_gfp(Gfp::GFP_NOWAIT, 3);
+        assert!(nw.contains(AllocFlags::NON_BLOCK));
+        assert!(!nw.contains(AllocFlags::HIGHATOMIC), "v6.18: HIGHATOMIC needs __GFP_HIGH");
+        let nm = AllocFlags::from_gfp(Gfp::GFP_ATOMIC | Gfp::NOMEMALLOC, 0);
+        assert!(!nm.contains(AllocFlags::NON_BLOCK));
+        assert!(AllocFlags::from_gfp(Gfp::GFP_HIGHUSER_MOVABLE, 0).contains(AllocFlags::CMA));
+        assert_eq!(
+            AllocFlags::pfmemalloc(Gfp::MEMALLOC | Gfp::NOMEMALLOC, Scope::MEMALLOC),
+            AllocFlags(0)
+        );
+        assert_eq!(
+            AllocFlags::pfmemalloc(Gfp::GFP_KERNEL, Scope::MEMALLOC),
+            AllocFlags::NO_WATERMARKS
+        );
+    }
+}

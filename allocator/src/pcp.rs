@@ -1,0 +1,239 @@
+//! Per-CPU page lists (`struct per_cpu_pages`) and the CPU's event counters.
+//!
+//! Each simulated CPU has one lock guarding its pcp lists for every zone and its
+//! counters; a thread working as CPU n only ever takes CPU n's lock on the hot path, so
+//! threads on different CPUs do not serialise. Modelled rules (v6.7+):
+//! - lists for orders 0..=3 × the three pcp migratetypes, plus one for pageblock_order
+//!   (THP); HighAtomic and CMA pages are freed onto the Movable list;
+//! - `batch`, `high_min`, `high_max` from [`crate::watermark`]; `high` starts at 0 and
+//!   is tuned between them as the CPU allocates (grows by a batch per refill) and frees;
+//! - refill size `nr_pcp_alloc` with the `alloc_factor` scaling
+//!   (CONFIG_PCP_BATCH_SCALE_MAX 5); free-back size `nr_pcp_free`, oldest pages first.
+//!
+//! Not modelled: the ZONE_BELOW_HIGH / ZONE_RECLAIM_ACTIVE adjustments (no kswapd yet),
+//! the free_high heuristic for high-order frees, and the periodic `decay_pcp_high`.
+
+use std::collections::VecDeque;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::page::{MigrateType, Pfn, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
+use crate::vmstat::Events;
+
+/// Lists per zone: 3 types × orders 0..=3, plus the THP list.
+pub const NR_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1) + 1;
+/// `CONFIG_PCP_BATCH_SCALE_MAX`.
+pub const PCP_BATCH_SCALE_MAX: u32 = 5;
+
+/// NUMA event counters per zone (`numa_hit` … `numa_other`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NumaEvents {
+    pub hit: u64,
+    pub miss: u64,
+    pub foreign: u64,
+    pub interleave: u64,
+    pub local: u64,
+    pub other: u64,
+}
+
+/// One CPU's pcp state for one zone.
+#[derive(Default)]
+pub struct PcpSet {
+    pub lists: [VecDeque<u32>; NR_PCP_LISTS],
+    /// Pages held (`pcp->count`).
+    pub count: u32,
+    pub high: u32,
+    pub free_count: u32,
+    pub alloc_factor: u32,
+    pub numa: NumaEvents,
+}
+
+/// Whether an order is cached on pcp lists (`pcp_allowed_order`).
+#[inline]
+pub fn pcp_allowed_order(order: u8, thp: bool) -> bool {
+    order <= PAGE_ALLOC_COSTLY_ORDER || (thp && order == PAGEBLOCK_ORDER)
+}
+
+/// `order_to_pindex`.
+#[inline]
+pub fn pindex(order: u8, mt: MigrateType) -> usize {
+    if order > PAGE_ALLOC_COSTLY_ORDER {
+        return NR_PCP_LISTS - 1;
+    }
+    let mt = if (mt as usize) < MIGRATE_PCPTYPES {
+        mt as usize
+    } else {
+        MigrateType::Movable as usize
+    };
+    MIGRATE_PCPTYPES * order as usize + mt
+}
+
+/// `pindex_to_order`.
+#[inline]
+pub fn pindex_order(pindex: usize) -> u8 {
+    if pindex == NR_PCP_LISTS - 1 {
+        PAGEBLOCK_ORDER
+    } else {
+        (pindex / MIGRATE_PCPTYPES) as u8
+    }
+}
+
+/// Zone-wide pcp sizing, as every CPU's pageset holds it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PcpSizing {
+    pub batch: u32,
+    pub high_min: u32,
+    pub high_max: u32,
+}
+
+impl PcpSet {
+    /// `nr_pcp_alloc`: how many blocks of `order` to take from the buddy on a refill.
+    pub fn nr_alloc(&mut self, s: PcpSizing, order: u8) -> u32 {
+        let base = s.batch;
+        let mut high = self.high.clamp(s.high_min, s.high_max.max(s.high_min));
+        self.high = high;
+        if high < base {
+            return 1;
+        }
+        let mut batch = if order > 0 {
+            base
+        } else {
+            base << self.alloc_factor
+        };
+        if s.high_min != s.high_max {
+            high = (high + batch).min(s.high_max);
+            self.high = high;
+        }
+        if order == 0 {
+            let max_nr_alloc = high.saturating_sub(self.count + base).max(base);
+            if batch <= max_nr_alloc && self.alloc_factor < PCP_BATCH_SCALE_MAX {
+                self.alloc_factor += 1;
+            }
+            batch = batch.min(max_nr_alloc);
+        }
+        if batch > 1 {
+            batch = (batch >> order).max(2);
+        }
+        batch
+    }
+
+    /// After a free: how many pages to return to the buddy (`nr_pcp_high` +
+    /// `nr_pcp_free`), 0 if the list may keep them.
+    pub fn nr_to_free(&mut self, s: PcpSizing, order: u8) -> u32 {
+        self.alloc_factor >>= 1;
+        if self.free_count < s.batch << PCP_BATCH_SCALE_MAX {
+            self.free_count += 1 << order;
+        }
+        let high = self.high.clamp(s.high_min, s.high_max.max(s.high_min));
+        self.high = high;
+        if high != 0 && s.high_min != s.high_max && self.count >= high {
+            let need = self.free_count + s.batch;
+            if self.high < need {
+                self.high = need.clamp(s.high_min, s.high_max);
+            }
+        }
+        if self.count < high {
+            return 0;
+        }
+        if high < s.batch || high == 0 {
+            return 1.min(self.count);
+        }
+        let hi = (high - s.batch).max(s.batch);
+        self.free_count.clamp(s.batch, hi).min(self.count)
+    }
+
+    /// Pop the newest block of a list (the list head).
+    pub fn pop(&mut self, pindex: usize) -> Option<Pfn> {
+        self.lists[pindex].pop_front().map(|p| p as Pfn)
+    }
+
+    /// Push a freed block at the head.
+    pub fn push(&mut self, pindex: usize, pfn: Pfn) {
+        self.lists[pindex].push_front(pfn as u32);
+    }
+}
+
+/// A CPU's lock-protected state.
+pub struct CpuState {
+    /// One set per zone (indexed like `Machine::zones`).
+    pub pcp: Vec<PcpSet>,
+    pub events: Events,
+}
+
+/// A simulated CPU.
+pub struct Cpu {
+    pub id: u16,
+    pub node: u16,
+    pub state: CachePadded<Mutex<CpuState>>,
+}
+
+impl Cpu {
+    pub fn new(id: u16, node: u16, nr_zones: usize) -> Cpu {
+        let mut pcp = Vec::with_capacity(nr_zones);
+        pcp.resize_with(nr_zones, PcpSet::default);
+        Cpu {
+            id,
+            node,
+            state: CachePadded::new(Mutex::new(CpuState {
+                pcp,
+                events: Events::default(),
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pindex_round_trip() {
+        assert_eq!(NR_PCP_LISTS, 13);
+        for order in 0..=3u8 {
+            for mt in [
+                MigrateType::Unmovable,
+                MigrateType::Movable,
+                MigrateType::Reclaimable,
+            ] {
+                assert_eq!(pindex_order(pindex(order, mt)), order);
+            }
+        }
+        assert_eq!(pindex(0, MigrateType::HighAtomic), pindex(0, MigrateType::Movable));
+        assert_eq!(pindex_order(pindex(9, MigrateType::Movable)), 9);
+    }
+
+    #[test]
+    fn refill_grows_high_and_batch() {
+        let s = PcpSizing {
+            batch: 63,
+            high_min: 1000,
+            high_max: 5000,
+        };
+        let mut p = PcpSet::default();
+        let first = p.nr_alloc(s, 0);
+        assert_eq!(first, 63, "first refill is one batch");
+        assert_eq!(p.high, 1063);
+        assert_eq!(p.alloc_factor, 1);
+        let second = p.nr_alloc(s, 0);
+        assert_eq!(second, 126, "alloc_factor doubles the next refill");
+        assert_eq!(p.nr_alloc(s, 3), 7, "order-3 refill is batch >> 3");
+    }
+
+    #[test]
+    fn free_back_keeps_a_batch() {
+        let s = PcpSizing {
+            batch: 63,
+            high_min: 252,
+            high_max: 252,
+        };
+        let mut p = PcpSet {
+            count: 252,
+            ..Default::default()
+        };
+        let n = p.nr_to_free(s, 0);
+        assert_eq!(n, 63);
+        p.count = 10;
+        assert_eq!(p.nr_to_free(s, 0), 0);
+    }
+}

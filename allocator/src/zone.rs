@@ -1,0 +1,380 @@
+//! A zone at run time: its lock-protected free area (the buddy lists) and the counters
+//! and watermarks that are read without the lock.
+//!
+//! Invariants (checked by [`crate::debug::check_invariants`]):
+//! - every free block on list (order o, type t) is o-aligned, lies in the zone, has a
+//!   head word `Buddy(o, t, index)` whose index is its position in that list, and tail
+//!   words that are not heads;
+//! - a block of order < pageblock_order is on the list of its pageblock's type; a larger
+//!   block's pageblocks all have the type of its list;
+//! - the lockless mirrors (`nr_free`, `nr_free_blocks`) equal the lists.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
+use serde::Serialize;
+
+use crate::machine::Mm;
+use crate::mem::{ZoneLayout, ZoneType, MAX_NR_ZONES};
+use crate::page::{
+    MigrateType, PageKind, PageMap, PageWord, Pfn, MAX_ORDER, NR_MIGRATETYPES, NR_ORDERS,
+    PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
+};
+
+/// Watermark indices (`enum zone_watermarks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Wmark {
+    Min = 0,
+    Low = 1,
+    High = 2,
+    Promo = 3,
+}
+
+impl Wmark {
+    pub fn name(self) -> &'static str {
+        match self {
+            Wmark::Min => "min",
+            Wmark::Low => "low",
+            Wmark::High => "high",
+            Wmark::Promo => "promo",
+        }
+    }
+}
+
+/// The buddy lists of one zone. Each list is a stack whose *end* is the kernel's list
+/// head; a page's word stores its position, so removal from the middle is O(1)
+/// (`swap_remove`, then the moved page's index is fixed up).
+pub struct FreeArea {
+    lists: [[Vec<u32>; NR_MIGRATETYPES]; NR_ORDERS],
+}
+
+/// A zone.
+pub struct Zone {
+    /// Index in `Machine::zones`.
+    pub id: usize,
+    pub node: u16,
+    pub zt: ZoneType,
+    pub start_pfn: Pfn,
+    pub spanned: u64,
+    pub present: u64,
+    pub managed: u64,
+    area: CachePadded<Mutex<FreeArea>>,
+    /// Pages on the buddy lists (`NR_FREE_PAGES`; pcp pages count as allocated).
+    pub(crate) nr_free: CachePadded<AtomicU64>,
+    /// Mirror of each list's length, for lockless watermark checks.
+    nr_free_blocks: [[AtomicU32; NR_MIGRATETYPES]; NR_ORDERS],
+    pub(crate) wmark: [AtomicU64; 4],
+    pub(crate) boost: AtomicU64,
+    pub(crate) lowmem_reserve: [AtomicU64; MAX_NR_ZONES],
+    pub(crate) nr_reserved_highatomic: AtomicU64,
+    /// Free pages on HighAtomic lists (`nr_free_highatomic`).
+    pub(crate) nr_free_highatomic: AtomicU64,
+    /// ZONE_BOOSTED_WATERMARK: a boost happened and kswapd should be woken.
+    pub(crate) boosted: std::sync::atomic::AtomicBool,
+    /// pcp sizing shared by every CPU (`batch`, `high_min`, `high_max`).
+    pub(crate) pcp_batch: AtomicU32,
+    pub(crate) pcp_high_min: AtomicU32,
+    pub(crate) pcp_high_max: AtomicU32,
+}
+
+impl Zone {
+    pub(crate) fn new(id: usize, l: &ZoneLayout) -> Zone {
+        Zone {
+            id,
+            node: l.node,
+            zt: l.zt,
+            start_pfn: l.start_pfn,
+            spanned: l.spanned,
+            present: l.present,
+            managed: l.managed,
+            area: CachePadded::new(Mutex::new(FreeArea {
+                lists: Default::default(),
+            })),
+            nr_free: CachePadded::new(AtomicU64::new(0)),
+            nr_free_blocks: Default::default(),
+            wmark: Default::default(),
+            boost: AtomicU64::new(0),
+            lowmem_reserve: Default::default(),
+            nr_reserved_highatomic: AtomicU64::new(0),
+            nr_free_highatomic: AtomicU64::new(0),
+            boosted: Default::default(),
+            pcp_batch: AtomicU32::new(1),
+            pcp_high_min: AtomicU32::new(0),
+            pcp_high_max: AtomicU32::new(0),
+        }
+    }
+
+    pub fn populated(&self) -> bool {
+        self.present > 0
+    }
+    pub fn end_pfn(&self) -> Pfn {
+        self.start_pfn + self.spanned
+    }
+    pub fn contains(&self, pfn: Pfn) -> bool {
+        pfn >= self.start_pfn && pfn < self.end_pfn()
+    }
+    pub fn free_pages(&self) -> u64 {
+        self.nr_free.load(Relaxed)
+    }
+    /// Watermark without boost.
+    pub fn wmark(&self, w: Wmark) -> u64 {
+        self.wmark[w as usize].load(Relaxed)
+    }
+    /// `wmark_pages`: watermark plus boost.
+    pub fn wmark_boosted(&self, w: Wmark) -> u64 {
+        self.wmark(w) + self.boost.load(Relaxed)
+    }
+    pub fn boost(&self) -> u64 {
+        self.boost.load(Relaxed)
+    }
+    pub fn lowmem_reserve(&self, z: usize) -> u64 {
+        self.lowmem_reserve[z].load(Relaxed)
+    }
+    pub fn reserved_highatomic(&self) -> u64 {
+        self.nr_reserved_highatomic.load(Relaxed)
+    }
+    pub fn free_highatomic(&self) -> u64 {
+        self.nr_free_highatomic.load(Relaxed)
+    }
+    pub fn pcp_sizing(&self) -> crate::pcp::PcpSizing {
+        crate::pcp::PcpSizing {
+            batch: self.pcp_batch.load(Relaxed),
+            high_min: self.pcp_high_min.load(Relaxed),
+            high_max: self.pcp_high_max.load(Relaxed),
+        }
+    }
+    /// Free blocks on list (order, type), read without the lock.
+    pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> u64 {
+        self.nr_free_blocks[order][mt as usize].load(Relaxed) as u64
+    }
+
+    /// Take the zone lock.
+    pub(crate) fn lock<'a>(&'a self, mm: &'a Mm) -> Buddy<'a> {
+        Buddy {
+            zone: self,
+            area: self.area.lock(),
+            pages: &mm.pages,
+            mm,
+        }
+    }
+}
+
+/// A locked zone: every buddy-list operation goes through this.
+pub(crate) struct Buddy<'a> {
+    pub zone: &'a Zone,
+    area: MutexGuard<'a, FreeArea>,
+    pub pages: &'a PageMap,
+    pub mm: &'a Mm,
+}
+
+impl Buddy<'_> {
+    fn sync_count(&self, order: u8, mt: MigrateType) {
+        let n = self.area.lists[order as usize][mt as usize].len() as u32;
+        self.zone.nr_free_blocks[order as usize][mt as usize].store(n, Relaxed);
+    }
+
+    /// Put a free block on a list (`__add_to_free_list`); `tail` places it where it is
+    /// taken last.
+    pub fn add(&mut self, pfn: Pfn, order: u8, mt: MigrateType, tail: bool) {
+        debug_assert!(pfn % (1 << order) == 0, "misaligned block {pfn} order {order}");
+        debug_assert!(self.zone.contains(pfn));
+        let list = &mut self.area.lists[order as usize][mt as usize];
+        let idx = list.len();
+        list.push(pfn as u32);
+        self.pages
+            .set(pfn, PageWord::new(PageKind::Buddy, order, mt, idx as u32));
+        if tail && idx > 0 {
+            // Swap with the current tail (position 0): O(1), at the cost of moving that
+            // block to the head.
+            let other = list[0] as Pfn;
+            list.swap(0, idx);
+            self.pages.set(pfn, PageWord::new(PageKind::Buddy, order, mt, 0));
+            let ow = self.pages.get(other);
+            self.pages.set(other, ow.with_aux(idx as u32));
+        }
+        self.zone.nr_free.fetch_add(1 << order, Relaxed);
+        if mt == MigrateType::HighAtomic {
+            self.zone.nr_free_highatomic.fetch_add(1 << order, Relaxed);
+        }
+        self.sync_count(order, mt);
+    }
+
+    /// Take a free block off its list (`__del_page_from_free_list`).
+    pub fn del(&mut self, pfn: Pfn) -> (u8, MigrateType) {
+        let w = self.pages.get(pfn);
+        debug_assert_eq!(w.kind(), PageKind::Buddy, "del of non-buddy pfn {pfn}");
+        let (order, mt, idx) = (w.order(), w.mt(), w.aux() as usize);
+        let list = &mut self.area.lists[order as usize][mt as usize];
+        debug_assert_eq!(list[idx] as Pfn, pfn);
+        list.swap_remove(idx);
+        if idx < list.len() {
+            let moved = list[idx] as Pfn;
+            let mw = self.pages.get(moved);
+            self.pages.set(moved, mw.with_aux(idx as u32));
+        }
+        self.pages.set(pfn, PageWord::NONE);
+        self.zone.nr_free.fetch_sub(1 << order, Relaxed);
+        if mt == MigrateType::HighAtomic {
+            self.zone.nr_free_highatomic.fetch_sub(1 << order, Relaxed);
+        }
+        self.sync_count(order, mt);
+        (order, mt)
+    }
+
+    /// The block at the head of a list, if any.
+    pub fn peek(&self, order: u8, mt: MigrateType) -> Option<Pfn> {
+        self.area.lists[order as usize][mt as usize]
+            .last()
+            .map(|&p| p as Pfn)
+    }
+
+    pub fn list(&self, order: u8, mt: MigrateType) -> &[u32] {
+        &self.area.lists[order as usize][mt as usize]
+    }
+
+    /// Is `buddy` the head of a free buddy block of exactly `order` (`page_is_buddy`)?
+    #[inline]
+    fn is_buddy(&self, buddy: Pfn, order: u8) -> Option<PageWord> {
+        if !self.zone.contains(buddy) {
+            return None;
+        }
+        let w = self.pages.get(buddy);
+        (w.kind() == PageKind::Buddy && w.order() == order).then_some(w)
+    }
+
+    /// Free a block into the buddy lists, merging with free buddies
+    /// (`free_one_page` / `__free_one_page`). A block larger than a pageblock is freed
+    /// as pageblock-sized chunks, each with its own pageblock's type
+    /// (`split_large_buddy`), which then merge back if their types allow.
+    pub fn free_one(&mut self, pfn: Pfn, order: u8) {
+        if order > PAGEBLOCK_ORDER {
+            let mut p = pfn;
+            while p < pfn + (1 << order) {
+                self.free_one_block(p, PAGEBLOCK_ORDER);
+                p += PAGEBLOCK_NR_PAGES;
+            }
+        } else {
+            self.free_one_block(pfn, order);
+        }
+    }
+
+    /// `__free_one_page`: the type comes from the pageblock. At and above
+    /// pageblock_order, blocks of different types merge only when both are mergeable
+    /// (Unmovable/Movable/Reclaimable), and the buddy's pageblocks take the freed
+    /// block's type.
+    fn free_one_block(&mut self, mut pfn: Pfn, mut order: u8) {
+        let mt = self.pages.pageblock_mt(pfn);
+        while order < MAX_ORDER {
+            let buddy = pfn ^ (1 << order);
+            let Some(bw) = self.is_buddy(buddy, order) else {
+                break;
+            };
+            if order >= PAGEBLOCK_ORDER {
+                let bmt = bw.mt();
+                if bmt != mt && (!mt.is_mergeable() || !bmt.is_mergeable()) {
+                    break;
+                }
+            }
+            self.del(buddy);
+            if order >= PAGEBLOCK_ORDER && bw.mt() != mt {
+                self.set_range_mt(buddy, order, mt);
+            }
+            pfn &= buddy;
+            order += 1;
+        }
+        let tail = self.merge_likely(pfn, order);
+        self.add(pfn, order, mt, tail);
+    }
+
+    /// `buddy_merge_likely`: if the buddy of the next-larger block is free, this block is
+    /// likely to merge soon, so it goes to the tail where it stays longer.
+    fn merge_likely(&self, pfn: Pfn, order: u8) -> bool {
+        if order >= MAX_ORDER - 1 {
+            return false;
+        }
+        let higher = pfn & !((1u64 << (order + 1)) - 1);
+        let higher_buddy = higher ^ (1 << (order + 1));
+        self.is_buddy(higher_buddy, order + 1).is_some()
+    }
+
+    /// Set the type of every pageblock a block covers.
+    pub fn set_range_mt(&self, pfn: Pfn, order: u8, mt: MigrateType) {
+        let n = (1u64 << order).max(PAGEBLOCK_NR_PAGES);
+        let start = pfn & !(PAGEBLOCK_NR_PAGES - 1);
+        let mut p = start;
+        while p < start + n {
+            self.pages.set_pageblock_mt(p, mt);
+            p += PAGEBLOCK_NR_PAGES;
+        }
+    }
+
+    /// Split a block of order `high` down to `low` (`expand`): upper halves go back on
+    /// the lists of type `mt`. Returns the head of the kept block.
+    pub fn expand(&mut self, pfn: Pfn, low: u8, mut high: u8, mt: MigrateType) -> Pfn {
+        while high > low {
+            high -= 1;
+            self.add(pfn + (1 << high), high, mt, false);
+        }
+        pfn
+    }
+
+    /// `__rmqueue_smallest`: the first non-empty list of `mt` at `order` or above.
+    pub fn rmqueue_smallest(&mut self, order: u8, mt: MigrateType) -> Option<Pfn> {
+        for o in order..=MAX_ORDER {
+            if let Some(pfn) = self.peek(o, mt) {
+                self.del(pfn);
+                return Some(self.expand(pfn, order, o, mt));
+            }
+        }
+        None
+    }
+
+    /// Move every free block of one pageblock to the lists of `mt` and retype the
+    /// pageblock (`move_freepages_block`). Returns (free pages moved, movable pages
+    /// allocated in the block) — the counts the steal decision needs.
+    pub fn move_freepages_block(&mut self, pfn: Pfn, mt: MigrateType) -> (u64, u64) {
+        let start = pfn & !(PAGEBLOCK_NR_PAGES - 1);
+        let end = (start + PAGEBLOCK_NR_PAGES).min(self.zone.end_pfn());
+        let (free, movable) = self.scan_pageblock(start, end, Some(mt));
+        self.pages.set_pageblock_mt(start, mt);
+        (free, movable)
+    }
+
+    /// Count free and movable-allocated pages in [start, end); with `retype`, move the
+    /// free blocks to that type's lists.
+    pub fn scan_pageblock(
+        &mut self,
+        start: Pfn,
+        end: Pfn,
+        retype: Option<MigrateType>,
+    ) -> (u64, u64) {
+        let (mut free, mut movable) = (0, 0);
+        let mut p = start.max(self.zone.start_pfn);
+        while p < end {
+            let w = self.pages.get(p);
+            match w.kind() {
+                PageKind::Buddy => {
+                    let o = w.order();
+                    free += 1 << o;
+                    if let Some(mt) = retype {
+                        if w.mt() != mt {
+                            self.del(p);
+                            self.add(p, o, mt, true);
+                        }
+                    }
+                    p += 1 << o;
+                }
+                PageKind::Alloc | PageKind::Freeing => {
+                    if w.mt() == MigrateType::Movable {
+                        movable += 1 << w.order();
+                    }
+                    p += 1 << w.order();
+                }
+                PageKind::Pcp => p += 1 << w.order(),
+                PageKind::None => p += 1,
+            }
+        }
+        (free, movable)
+    }
+}
