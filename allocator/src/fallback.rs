@@ -248,8 +248,9 @@ impl Buddy<'_> {
         false
     }
 
-    /// Give every HighAtomic pageblock back (used by tests and the full-merge check;
-    /// the kernel only does this one block at a time under pressure).
+    /// Give every HighAtomic pageblock back and merge what that makes mergeable (used
+    /// by tests and the full-merge check; the kernel releases one block at a time under
+    /// pressure, and like the kernel, retyping alone never merges buddies).
     pub fn release_all_highatomic(&mut self) {
         let start = self.zone.start_pfn & !(PAGEBLOCK_NR_PAGES - 1);
         let mut pb = start;
@@ -272,5 +273,24 @@ impl Buddy<'_> {
             pb += PAGEBLOCK_NR_PAGES;
         }
         self.zone.nr_reserved_highatomic.store(0, Relaxed);
+        self.remerge();
+    }
+
+    /// Free again every free block of pageblock order or more, so buddies whose types
+    /// became compatible merge.
+    pub fn remerge(&mut self) {
+        let mut blocks = Vec::new();
+        for order in PAGEBLOCK_ORDER..MAX_ORDER {
+            for mt in MigrateType::ALL {
+                blocks.extend(self.list(order, mt).iter().map(|&p| (p as Pfn, order)));
+            }
+        }
+        for (p, order) in blocks {
+            let w = self.pages.get(p);
+            if w.kind() == PageKind::Buddy && w.order() == order {
+                self.del(p);
+                self.free_one(p, order);
+            }
+        }
     }
 }
