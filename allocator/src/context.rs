@@ -153,7 +153,10 @@ mod tests {
         s.restore(c);
         assert_eq!(s.apply(Gfp::GFP_KERNEL), Gfp::GFP_NOFS);
         s.restore(b);
-        assert!(s.contains(Scope::NOFS), "inner restore keeps the outer save");
+        assert!(
+            s.contains(Scope::NOFS),
+            "inner restore keeps the outer save"
+        );
         s.restore(a);
         assert_eq!(s, Scope::NONE);
         let mut p = Scope::NONE;

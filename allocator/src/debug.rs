@@ -56,8 +56,14 @@ impl Machine {
                     for &p in list {
                         let p = p as Pfn;
                         let w = pages.get(p);
-                        if w.kind() != PageKind::Pcp || w.order() != order || w.aux() != cpu.id as u32 {
-                            bad(format!("pcp cpu {} list {pi}: pfn {p:#x} has word {w:?}", cpu.id));
+                        if w.kind() != PageKind::Pcp
+                            || w.order() != order
+                            || w.aux() != cpu.id as u32
+                        {
+                            bad(format!(
+                                "pcp cpu {} list {pi}: pfn {p:#x} has word {w:?}",
+                                cpu.id
+                            ));
                         }
                         if !self.zones[zi].contains(p) {
                             bad(format!("pcp pfn {p:#x} outside zone {zi}"));
@@ -69,7 +75,10 @@ impl Machine {
                     }
                 }
                 if count != set.count as u64 {
-                    bad(format!("cpu {} zone {zi}: pcp count {} but lists hold {count}", cpu.id, set.count));
+                    bad(format!(
+                        "cpu {} zone {zi}: pcp count {} but lists hold {count}",
+                        cpu.id, set.count
+                    ));
                 }
                 pcp_per_zone[zi] += count;
             }
@@ -84,15 +93,27 @@ impl Machine {
                 for mt in MigrateType::ALL {
                     let list = b.list(order, mt);
                     if zone.nr_free_blocks(order as usize, mt) != list.len() as u64 {
-                        bad(format!("zone {} order {order} {mt:?}: count mirror wrong", zone.zt.name()));
+                        bad(format!(
+                            "zone {} order {order} {mt:?}: count mirror wrong",
+                            zone.zt.name()
+                        ));
                     }
                     for (i, &p) in list.iter().enumerate() {
                         let p = p as Pfn;
                         let w = pages.get(p);
-                        if w.kind() != PageKind::Buddy || w.order() != order || w.mt() != mt || w.aux() as usize != i {
-                            bad(format!("free list {order}/{mt:?}[{i}]: pfn {p:#x} has word {w:?}"));
+                        if w.kind() != PageKind::Buddy
+                            || w.order() != order
+                            || w.mt() != mt
+                            || w.aux() as usize != i
+                        {
+                            bad(format!(
+                                "free list {order}/{mt:?}[{i}]: pfn {p:#x} has word {w:?}"
+                            ));
                         }
-                        if p % (1 << order) != 0 || !zone.contains(p) || p + (1 << order) > zone.end_pfn() {
+                        if p % (1 << order) != 0
+                            || !zone.contains(p)
+                            || p + (1 << order) > zone.end_pfn()
+                        {
                             bad(format!("free block {p:#x} order {order} misplaced"));
                         }
                         let pbmt = pages.pageblock_mt(p);
@@ -103,7 +124,9 @@ impl Machine {
                             let mut q = p;
                             while q < p + (1 << order) {
                                 if pages.pageblock_mt(q) != mt {
-                                    bad(format!("block {p:#x} spans pageblock {q:#x} of another type"));
+                                    bad(format!(
+                                        "block {p:#x} spans pageblock {q:#x} of another type"
+                                    ));
                                 }
                                 q += 1 << PAGEBLOCK_ORDER;
                             }
@@ -111,7 +134,10 @@ impl Machine {
                         if order < PAGEBLOCK_ORDER {
                             let buddy = p ^ (1 << order);
                             let bw = pages.get(buddy);
-                            if zone.contains(buddy) && bw.kind() == PageKind::Buddy && bw.order() == order {
+                            if zone.contains(buddy)
+                                && bw.kind() == PageKind::Buddy
+                                && bw.order() == order
+                            {
                                 {
                                     bad(format!("free blocks {p:#x} and {buddy:#x} (order {order}) were not merged"));
                                 }
@@ -126,10 +152,18 @@ impl Machine {
                 }
             }
             if free != zone.free_pages() {
-                bad(format!("zone {}: nr_free {} but lists hold {free}", zone.zt.name(), zone.free_pages()));
+                bad(format!(
+                    "zone {}: nr_free {} but lists hold {free}",
+                    zone.zt.name(),
+                    zone.free_pages()
+                ));
             }
             if free_ha != zone.free_highatomic() {
-                bad(format!("zone {}: nr_free_highatomic {} but lists hold {free_ha}", zone.zt.name(), zone.free_highatomic()));
+                bad(format!(
+                    "zone {}: nr_free_highatomic {} but lists hold {free_ha}",
+                    zone.zt.name(),
+                    zone.free_highatomic()
+                ));
             }
             // Walk the zone's pages: heads of pcp and allocated blocks.
             let mut allocated = 0u64;

@@ -23,9 +23,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::page::{
-    MigrateType, PageKind, Pfn, MAX_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
-};
+use crate::page::{MigrateType, PageKind, Pfn, MAX_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::page_alloc::AllocFlags;
 use crate::vmstat::RareEvents;
 use crate::zone::{Buddy, Wmark};
@@ -255,9 +253,7 @@ impl Buddy<'_> {
         let start = self.zone.start_pfn & !(PAGEBLOCK_NR_PAGES - 1);
         let mut pb = start;
         while pb < self.zone.end_pfn() {
-            if pb >= self.zone.start_pfn
-                && self.pages.pageblock_mt(pb) == MigrateType::HighAtomic
-            {
+            if pb >= self.zone.start_pfn && self.pages.pageblock_mt(pb) == MigrateType::HighAtomic {
                 let end = (pb + PAGEBLOCK_NR_PAGES).min(self.zone.end_pfn());
                 // A block bigger than a pageblock was retyped as a range.
                 let w = self.pages.get(pb);

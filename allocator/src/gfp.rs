@@ -353,9 +353,8 @@ fn parse_token(tok: &str) -> Result<u32, GfpError> {
         }
     }
     let upper = tok.to_ascii_uppercase();
-    let mut scored: Vec<(usize, &'static str)> = names
-        .map(|(n, _)| (edit_distance(&upper, n), *n))
-        .collect();
+    let mut scored: Vec<(usize, &'static str)> =
+        names.map(|(n, _)| (edit_distance(&upper, n), *n)).collect();
     scored.sort();
     let best = scored.first().map(|s| s.0).unwrap_or(usize::MAX);
     let limit = (tok.len() / 3).max(3);
@@ -489,7 +488,10 @@ mod tests {
     #[test]
     fn migratetype_from_flags() {
         assert_eq!(Gfp::GFP_KERNEL.migratetype(), MigrateType::Unmovable);
-        assert_eq!(Gfp::GFP_HIGHUSER_MOVABLE.migratetype(), MigrateType::Movable);
+        assert_eq!(
+            Gfp::GFP_HIGHUSER_MOVABLE.migratetype(),
+            MigrateType::Movable
+        );
         assert_eq!(
             (Gfp::GFP_KERNEL | Gfp::RECLAIMABLE).migratetype(),
             MigrateType::Reclaimable
@@ -499,7 +501,10 @@ mod tests {
     #[test]
     fn pgg_printing() {
         assert_eq!(Gfp::GFP_KERNEL.to_string(), "GFP_KERNEL");
-        assert_eq!((Gfp::GFP_KERNEL | Gfp::ZERO).to_string(), "GFP_KERNEL|__GFP_ZERO");
+        assert_eq!(
+            (Gfp::GFP_KERNEL | Gfp::ZERO).to_string(),
+            "GFP_KERNEL|__GFP_ZERO"
+        );
         assert_eq!(Gfp::GFP_ATOMIC.to_string(), "GFP_ATOMIC");
         assert_eq!(Gfp::GFP_NOWAIT.to_string(), "GFP_NOWAIT");
         assert_eq!(Gfp::GFP_KERNEL_ACCOUNT.to_string(), "GFP_KERNEL_ACCOUNT");
@@ -515,7 +520,11 @@ mod tests {
         assert_eq!(Gfp(0x200).to_string(), "0x200");
         assert_eq!((Gfp::DMA32 | Gfp(0x200)).to_string(), "GFP_DMA32|0x200");
         assert_eq!(Gfp(0).to_string(), "");
-        assert_eq!(Gfp::RECLAIM.to_string(), "GFP_NOIO", "same mask, earlier entry");
+        assert_eq!(
+            Gfp::RECLAIM.to_string(),
+            "GFP_NOIO",
+            "same mask, earlier entry"
+        );
         assert_eq!(Gfp::KSWAPD_RECLAIM.to_string(), "__GFP_KSWAPD_RECLAIM");
         assert_eq!(
             (Gfp::GFP_ATOMIC | Gfp::NOWARN).to_string(),
@@ -525,7 +534,10 @@ mod tests {
             (Gfp::GFP_KERNEL | Gfp(0x4000000)).to_string(),
             "GFP_KERNEL|0x4000000"
         );
-        assert_eq!((Gfp::HIGHMEM | Gfp::MOVABLE).to_string(), "__GFP_HIGHMEM|__GFP_MOVABLE");
+        assert_eq!(
+            (Gfp::HIGHMEM | Gfp::MOVABLE).to_string(),
+            "__GFP_HIGHMEM|__GFP_MOVABLE"
+        );
     }
 
     #[test]
@@ -566,7 +578,11 @@ mod tests {
     fn round_trip_every_flag() {
         for (name, g) in SINGLE_FLAGS.iter().chain(COMPOSITES) {
             let printed = g.to_string();
-            assert_eq!(Gfp::parse(&printed).unwrap(), *g, "{name} printed {printed}");
+            assert_eq!(
+                Gfp::parse(&printed).unwrap(),
+                *g,
+                "{name} printed {printed}"
+            );
         }
     }
 

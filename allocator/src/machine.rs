@@ -385,12 +385,24 @@ impl Machine {
             };
             let low = z.wmark(Wmark::Low);
             let (hmin, hmax) = if s.percpu_pagelist_high_fraction != 0 {
-                let h = watermark::pcp_high(low, z.managed, s.percpu_pagelist_high_fraction, node_cpus, batch);
+                let h = watermark::pcp_high(
+                    low,
+                    z.managed,
+                    s.percpu_pagelist_high_fraction,
+                    node_cpus,
+                    batch,
+                );
                 (h, h)
             } else {
                 (
                     watermark::pcp_high(low, z.managed, 0, node_cpus, batch),
-                    watermark::pcp_high(low, z.managed, MIN_PERCPU_PAGELIST_HIGH_FRACTION, node_cpus, batch),
+                    watermark::pcp_high(
+                        low,
+                        z.managed,
+                        MIN_PERCPU_PAGELIST_HIGH_FRACTION,
+                        node_cpus,
+                        batch,
+                    ),
                 )
             };
             z.pcp_batch.store(batch, Relaxed);
@@ -419,25 +431,31 @@ impl Machine {
     /// Read a sysctl as `/proc/sys` prints it.
     pub fn sysctl_get(&self, name: &str) -> Result<String, SysctlError> {
         let s = self.sysctl.lock();
-        Ok(match name.trim_start_matches("/proc/sys/").replace('/', ".").as_str() {
-            "vm.min_free_kbytes" => s.min_free_kbytes.to_string(),
-            "vm.watermark_scale_factor" => s.watermark_scale_factor.to_string(),
-            "vm.watermark_boost_factor" => s.watermark_boost_factor.to_string(),
-            "vm.lowmem_reserve_ratio" => s
-                .lowmem_reserve_ratio
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join("\t"),
-            "vm.percpu_pagelist_high_fraction" => s.percpu_pagelist_high_fraction.to_string(),
-            "kernel.mm.transparent_hugepage.enabled" => match s.transparent_hugepage {
-                ThpMode::Always => "[always] madvise never",
-                ThpMode::Madvise => "always [madvise] never",
-                ThpMode::Never => "always madvise [never]",
-            }
-            .to_string(),
-            other => return Err(SysctlError::Unknown(other.to_string())),
-        })
+        Ok(
+            match name
+                .trim_start_matches("/proc/sys/")
+                .replace('/', ".")
+                .as_str()
+            {
+                "vm.min_free_kbytes" => s.min_free_kbytes.to_string(),
+                "vm.watermark_scale_factor" => s.watermark_scale_factor.to_string(),
+                "vm.watermark_boost_factor" => s.watermark_boost_factor.to_string(),
+                "vm.lowmem_reserve_ratio" => s
+                    .lowmem_reserve_ratio
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\t"),
+                "vm.percpu_pagelist_high_fraction" => s.percpu_pagelist_high_fraction.to_string(),
+                "kernel.mm.transparent_hugepage.enabled" => match s.transparent_hugepage {
+                    ThpMode::Always => "[always] madvise never",
+                    ThpMode::Madvise => "always [madvise] never",
+                    ThpMode::Never => "always madvise [never]",
+                }
+                .to_string(),
+                other => return Err(SysctlError::Unknown(other.to_string())),
+            },
+        )
     }
 
     /// Write a sysctl; the watermarks, reserves and pcp sizes are recomputed as the
@@ -473,7 +491,9 @@ impl Machine {
             "vm.watermark_boost_factor" => {
                 let n = int("vm.watermark_boost_factor")?;
                 s.watermark_boost_factor = n.min(u32::MAX as u64) as u32;
-                self.mm.boost_factor.store(s.watermark_boost_factor, Relaxed);
+                self.mm
+                    .boost_factor
+                    .store(s.watermark_boost_factor, Relaxed);
                 return Ok(());
             }
             "vm.lowmem_reserve_ratio" => {
@@ -491,7 +511,11 @@ impl Machine {
                         value: v.into(),
                         why: "not an integer",
                     })?;
-                    s.lowmem_reserve_ratio[i] = if n < 1 { 0 } else { n.min(u32::MAX as i64) as u32 };
+                    s.lowmem_reserve_ratio[i] = if n < 1 {
+                        0
+                    } else {
+                        n.min(u32::MAX as i64) as u32
+                    };
                 }
                 self.setup_lowmem_reserve(&s);
                 return Ok(());

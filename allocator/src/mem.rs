@@ -178,13 +178,18 @@ impl Layout {
         let sizes: Vec<u64> = match &cfg.node_memory {
             Some(v) => {
                 if v.len() != nodes {
-                    return bad(format!("node_memory has {} entries for {nodes} nodes", v.len()));
+                    return bad(format!(
+                        "node_memory has {} entries for {nodes} nodes",
+                        v.len()
+                    ));
                 }
                 if v.iter().map(|b| b.0).sum::<u64>() != mem {
                     return bad("node_memory does not add up to memory".into());
                 }
                 if v.iter().any(|b| b.0 % (4 * MIB) != 0 || b.0 == 0) {
-                    return bad("every node_memory entry must be a non-zero multiple of 4MiB".into());
+                    return bad(
+                        "every node_memory entry must be a non-zero multiple of 4MiB".into(),
+                    );
                 }
                 v.iter().map(|b| pages(b.0)).collect()
             }
@@ -283,6 +288,12 @@ impl Layout {
                     })
                     .collect();
                 let p = overlap(&zpresent, s, e);
+                // The zone spans from its first to its last present page
+                // (`zone_spanned_pages_in_node` clips to memblock memory).
+                let (s, e) = match (zpresent.first(), zpresent.last()) {
+                    (Some(f), Some(l)) => (f.0, l.1),
+                    _ => (0, 0),
+                };
                 zones.push(ZoneLayout {
                     node: n as u16,
                     zt: ZoneType::ALL[zi],
@@ -385,7 +396,11 @@ mod tests {
     fn default_sixteen_gib() {
         let l = Layout::compute(&MachineConfig::default()).unwrap();
         let dma = zone(&l, 0, ZoneType::Dma);
-        assert_eq!(dma.spanned, 4096);
+        assert_eq!(
+            (dma.start_pfn, dma.spanned),
+            (1, 4095),
+            "pfn 0 is not memory"
+        );
         // page 0 and 640K..1M are holes
         assert_eq!(dma.present, 4096 - 1 - 96);
         let dma32 = zone(&l, 0, ZoneType::Dma32);

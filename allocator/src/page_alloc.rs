@@ -297,7 +297,10 @@ impl AllocError {
             AllocError::NoSuchCpu { .. } => "NO_SUCH_CPU",
             AllocError::BadRequest(_) => "BAD_REQUEST",
             AllocError::NoMemory(f) => {
-                if f.zones.iter().any(|z| matches!(z.refusal, Refusal::Watermark { .. })) {
+                if f.zones
+                    .iter()
+                    .any(|z| matches!(z.refusal, Refusal::Watermark { .. }))
+                {
                     "BELOW_MIN_WATERMARK"
                 } else if f.zones.is_empty() {
                     "OUT_OF_MEMORY"
@@ -322,7 +325,9 @@ pub enum FreeError {
     DoubleFree { pfn: Pfn, order: u8 },
     #[error("pfn {pfn:#x} was allocated with order {actual}, not order {given}")]
     WrongOrder { pfn: Pfn, given: u8, actual: u8 },
-    #[error("pfn {pfn:#x} is a tail page of the order-{order} block at pfn {head:#x}; free the head")]
+    #[error(
+        "pfn {pfn:#x} is a tail page of the order-{order} block at pfn {head:#x}; free the head"
+    )]
     TailPage { pfn: Pfn, head: Pfn, order: u8 },
     #[error("pfn {pfn:#x} is not an allocated block (free, reserved or a hole)")]
     NotAllocated { pfn: Pfn },
@@ -411,7 +416,10 @@ impl Machine {
             ctx,
         };
         // Fast path at the low watermark.
-        let first = req.zonelist.iter().find(|&&z| self.zones[z].zt <= req.highest);
+        let first = req
+            .zonelist
+            .iter()
+            .find(|&&z| self.zones[z].zt <= req.highest);
         let mut flags = AllocFlags::WMARK_LOW;
         if let Some(&z) = first {
             flags = flags.with(self.nofragment(z, gfp));
@@ -425,7 +433,12 @@ impl Machine {
     }
 
     /// `alloc_pages_node`.
-    pub fn alloc_pages_node(&self, node: u16, gfp: Gfp, order: u8) -> Result<PageBlock, AllocError> {
+    pub fn alloc_pages_node(
+        &self,
+        node: u16,
+        gfp: Gfp,
+        order: u8,
+    ) -> Result<PageBlock, AllocError> {
         self.alloc_pages(gfp, order, &AllocContext::on_node(node))
     }
 
@@ -508,10 +521,8 @@ impl Machine {
         let pfn = pfn.or_else(|| {
             let mut b = zone.lock(&self.mm);
             let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
-            self.pages().set(
-                p,
-                PageWord::new(PageKind::Alloc, req.order, req.mt, 0),
-            );
+            self.pages()
+                .set(p, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
             Some(p)
         })?;
         if flags.contains(AllocFlags::KSWAPD) && zone.boosted.swap(false, Relaxed) {
@@ -600,7 +611,11 @@ impl Machine {
     }
 
     /// `__alloc_pages_slowpath`.
-    fn slowpath(&self, req: &Request, mut refusals: Vec<ZoneRefusal>) -> Result<PageBlock, AllocError> {
+    fn slowpath(
+        &self,
+        req: &Request,
+        mut refusals: Vec<ZoneRefusal>,
+    ) -> Result<PageBlock, AllocError> {
         let gfp = req.gfp;
         let order = req.order;
         let costly = order > PAGE_ALLOC_COSTLY_ORDER;
@@ -786,7 +801,11 @@ impl Machine {
         let cpu = self
             .resolve_cpu(ctx)
             .map_err(|_| FreeError::NotAllocated { pfn })?;
-        let Some(zi) = self.pages().zone_of(pfn).filter(|_| pfn < self.pages().nr_pages()) else {
+        let Some(zi) = self
+            .pages()
+            .zone_of(pfn)
+            .filter(|_| pfn < self.pages().nr_pages())
+        else {
             RareEvents::inc(&self.mm.ev.bad_free);
             return Err(FreeError::OutOfRange {
                 pfn,
@@ -939,7 +958,9 @@ impl Machine {
         ctx: &AllocContext,
     ) -> Result<PageBlock, AllocError> {
         if size == 0 {
-            return Err(AllocError::BadRequest("alloc_pages_exact of 0 bytes".into()));
+            return Err(AllocError::BadRequest(
+                "alloc_pages_exact of 0 bytes".into(),
+            ));
         }
         if gfp.contains(Gfp::COMP) {
             return Err(AllocError::BadRequest(
@@ -1105,7 +1126,10 @@ mod tests {
         assert!(a3.contains(AllocFlags::HIGHATOMIC));
         let nw = AllocFlags::from_gfp(Gfp::GFP_NOWAIT, 3);
         assert!(nw.contains(AllocFlags::NON_BLOCK));
-        assert!(!nw.contains(AllocFlags::HIGHATOMIC), "v6.18: HIGHATOMIC needs __GFP_HIGH");
+        assert!(
+            !nw.contains(AllocFlags::HIGHATOMIC),
+            "v6.18: HIGHATOMIC needs __GFP_HIGH"
+        );
         let nm = AllocFlags::from_gfp(Gfp::GFP_ATOMIC | Gfp::NOMEMALLOC, 0);
         assert!(!nm.contains(AllocFlags::NON_BLOCK));
         assert!(AllocFlags::from_gfp(Gfp::GFP_HIGHUSER_MOVABLE, 0).contains(AllocFlags::CMA));

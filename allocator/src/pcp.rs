@@ -199,7 +199,10 @@ mod tests {
                 assert_eq!(pindex_order(pindex(order, mt)), order);
             }
         }
-        assert_eq!(pindex(0, MigrateType::HighAtomic), pindex(0, MigrateType::Movable));
+        assert_eq!(
+            pindex(0, MigrateType::HighAtomic),
+            pindex(0, MigrateType::Movable)
+        );
         assert_eq!(pindex_order(pindex(9, MigrateType::Movable)), 9);
     }
 

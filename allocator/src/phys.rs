@@ -55,7 +55,8 @@ impl Machine {
             let a = addr + off as u64;
             let in_page = (a % PAGE_SIZE) as usize;
             let n = (PAGE_SIZE as usize - in_page).min(data.len() - off);
-            self.content.write(a / PAGE_SIZE, in_page, &data[off..off + n]);
+            self.content
+                .write(a / PAGE_SIZE, in_page, &data[off..off + n]);
             off += n;
         }
         Ok(())
@@ -70,7 +71,8 @@ impl Machine {
             let a = addr + off as u64;
             let in_page = (a % PAGE_SIZE) as usize;
             let n = (PAGE_SIZE as usize - in_page).min(len - off);
-            self.content.read(a / PAGE_SIZE, in_page, &mut out[off..off + n]);
+            self.content
+                .read(a / PAGE_SIZE, in_page, &mut out[off..off + n]);
             off += n;
         }
         Ok(out)

@@ -39,7 +39,9 @@ impl ByteSize {
         let err = || SizeError(text.to_string());
         let t = text.trim().replace('_', "");
         if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            return u64::from_str_radix(hex, 16).map(ByteSize).map_err(|_| err());
+            return u64::from_str_radix(hex, 16)
+                .map(ByteSize)
+                .map_err(|_| err());
         }
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))

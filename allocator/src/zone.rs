@@ -177,7 +177,10 @@ impl Buddy<'_> {
     /// Put a free block on a list (`__add_to_free_list`); `tail` places it where it is
     /// taken last.
     pub fn add(&mut self, pfn: Pfn, order: u8, mt: MigrateType, tail: bool) {
-        debug_assert!(pfn % (1 << order) == 0, "misaligned block {pfn} order {order}");
+        debug_assert!(
+            pfn % (1 << order) == 0,
+            "misaligned block {pfn} order {order}"
+        );
         debug_assert!(self.zone.contains(pfn));
         let list = &mut self.area.lists[order as usize][mt as usize];
         let idx = list.len();
@@ -189,7 +192,8 @@ impl Buddy<'_> {
             // block to the head.
             let other = list[0] as Pfn;
             list.swap(0, idx);
-            self.pages.set(pfn, PageWord::new(PageKind::Buddy, order, mt, 0));
+            self.pages
+                .set(pfn, PageWord::new(PageKind::Buddy, order, mt, 0));
             let ow = self.pages.get(other);
             self.pages.set(other, ow.with_aux(idx as u32));
         }

@@ -47,7 +47,10 @@ fn default_machine_boots_with_kernel_numbers() {
         dma.lowmem_reserve(ZoneType::Normal.idx()),
         (dma32.managed + normal.managed) / 256
     );
-    assert_eq!(dma32.lowmem_reserve(ZoneType::Normal.idx()), normal.managed / 256);
+    assert_eq!(
+        dma32.lowmem_reserve(ZoneType::Normal.idx()),
+        normal.managed / 256
+    );
     assert_eq!(m.total_managed(), m.check_invariants().unwrap().free);
 }
 
@@ -71,14 +74,23 @@ fn thp_off_uses_the_sqrt_formula_and_user_value_sticks() {
     m.sysctl_set("vm.watermark_scale_factor", "100").unwrap();
     assert_eq!(m.sysctls().min_free_kbytes, 50_000, "a user value sticks");
     assert_eq!(n.wmark(Wmark::Min), before);
-    assert_eq!(n.wmark(Wmark::Low) - n.wmark(Wmark::Min), n.managed * 100 / 10_000);
+    assert_eq!(
+        n.wmark(Wmark::Low) - n.wmark(Wmark::Min),
+        n.managed * 100 / 10_000
+    );
     assert!(m.sysctl_set("vm.watermark_scale_factor", "0").is_err());
-    assert!(m.sysctl_set("vm.percpu_pagelist_high_fraction", "4").is_err());
+    assert!(m
+        .sysctl_set("vm.percpu_pagelist_high_fraction", "4")
+        .is_err());
     assert!(m.sysctl_set("vm.nonsense", "1").is_err());
     // Turning THP on runs khugepaged's recommendation, which only raises.
-    m.sysctl_set("kernel.mm.transparent_hugepage.enabled", "always").unwrap();
+    m.sysctl_set("kernel.mm.transparent_hugepage.enabled", "always")
+        .unwrap();
     assert_eq!(m.sysctls().min_free_kbytes, 67_584);
-    assert!(m.dmesg().iter().any(|l| l.contains("raising min_free_kbytes")));
+    assert!(m
+        .dmesg()
+        .iter()
+        .any(|l| l.contains("raising min_free_kbytes")));
 }
 
 #[test]
@@ -97,7 +109,10 @@ fn alloc_free_and_every_bad_free() {
         m.free_pages(b.pfn + 1, 0),
         Err(FreeError::TailPage { order: 3, .. })
     ));
-    assert!(matches!(m.free_pages(b.pfn, 11), Err(FreeError::InvalidOrder { .. })));
+    assert!(matches!(
+        m.free_pages(b.pfn, 11),
+        Err(FreeError::InvalidOrder { .. })
+    ));
     assert!(matches!(
         m.free_pages(1 << 40, 0),
         Err(FreeError::OutOfRange { .. })
@@ -127,18 +142,25 @@ fn holes_and_reserved_pages_are_never_handed_out_or_freed() {
     })
     .unwrap();
     // pfn 0 is a firmware hole, pfn 0x1000.. is the kernel image.
-    assert!(matches!(m.free_pages(0, 0), Err(FreeError::NotAllocated { .. })));
+    assert!(matches!(
+        m.free_pages(0, 0),
+        Err(FreeError::NotAllocated { .. })
+    ));
     assert!(matches!(
         m.free_pages(0x1000, 0),
         Err(FreeError::NotAllocated { .. })
     ));
     let dma = m.zone(0, ZoneType::Dma);
-    assert_eq!(dma.spanned, 4096);
+    assert_eq!(dma.spanned, 4095);
     assert_eq!(dma.present, 4096 - 97);
     let mut got = Vec::new();
     while let Ok(b) = m.alloc_pages(Gfp::DMA | Gfp::NOWARN, 0, &ctx()) {
         assert_eq!(b.zone, ZoneType::Dma);
-        assert!(b.pfn != 0 && !(160..256).contains(&b.pfn), "pfn {} is a hole", b.pfn);
+        assert!(
+            b.pfn != 0 && !(160..256).contains(&b.pfn),
+            "pfn {} is a hole",
+            b.pfn
+        );
         got.push(b.pfn);
     }
     ok(&m);
@@ -151,9 +173,7 @@ fn holes_and_reserved_pages_are_never_handed_out_or_freed() {
 #[test]
 fn gfp_errors_are_typed() {
     let m = bare(ByteSize::gib(1));
-    let e = m
-        .alloc_pages(Gfp::DMA | Gfp::DMA32, 0, &ctx())
-        .unwrap_err();
+    let e = m.alloc_pages(Gfp::DMA | Gfp::DMA32, 0, &ctx()).unwrap_err();
     assert_eq!(e.reason(), "IMPOSSIBLE_GFP_MIX");
     let e = m.alloc_pages(Gfp::GFP_KERNEL, 11, &ctx()).unwrap_err();
     assert!(matches!(e, AllocError::InvalidOrder { order: 11 }));
@@ -176,7 +196,10 @@ fn zeroing_and_stale_bytes() {
     m.write_phys(b.phys_addr() + 10, b"secret").unwrap();
     assert_eq!(m.stored_pages(), 1);
     m.free_pages_on(b.pfn, 0, &c).unwrap();
-    assert!(m.read_phys(b.phys_addr(), 1).is_err(), "free pages cannot be read");
+    assert!(
+        m.read_phys(b.phys_addr(), 1).is_err(),
+        "free pages cannot be read"
+    );
     // The pcp list is LIFO: the same page comes back, with its stale bytes.
     let again = m.alloc_pages(Gfp::GFP_KERNEL, 0, &c).unwrap();
     assert_eq!(again.pfn, b.pfn);
@@ -190,7 +213,10 @@ fn zeroing_and_stale_bytes() {
     let big = m.alloc_pages(Gfp::GFP_KERNEL, 2, &c).unwrap();
     let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
     m.write_phys(big.phys_addr() + 100, &data).unwrap();
-    assert_eq!(m.read_phys(big.phys_addr() + 100, data.len()).unwrap(), data);
+    assert_eq!(
+        m.read_phys(big.phys_addr() + 100, data.len()).unwrap(),
+        data
+    );
     assert!(m.write_phys(big.phys_addr() + 16_000, &[0; 1000]).is_err());
     ok(&m);
 }
@@ -256,21 +282,37 @@ fn reserve_tiers_near_the_min_watermark() {
         .unwrap_err();
     assert_eq!(e.reason(), "BELOW_MIN_WATERMARK", "{e}");
     assert!(e.to_string().contains("DMA32"), "{e}");
-    let a = m.alloc_pages(Gfp::GFP_ATOMIC | Gfp::DMA32, 0, &ctx()).unwrap();
+    let a = m
+        .alloc_pages(Gfp::GFP_ATOMIC | Gfp::DMA32, 0, &ctx())
+        .unwrap();
     // NOMEMALLOC strips the atomic reserve rights.
     let e = m
-        .alloc_pages(Gfp::GFP_ATOMIC | Gfp::NOMEMALLOC | Gfp::DMA32 | Gfp::NOWARN, 0, &ctx())
+        .alloc_pages(
+            Gfp::GFP_ATOMIC | Gfp::NOMEMALLOC | Gfp::DMA32 | Gfp::NOWARN,
+            0,
+            &ctx(),
+        )
         .unwrap_err();
     assert!(matches!(e, AllocError::NoMemory(_)));
     // MEMALLOC ignores watermarks; the block is marked pfmemalloc.
-    let p = m.alloc_pages(Gfp::MEMALLOC | Gfp::DMA32, 0, &ctx()).unwrap();
+    let p = m
+        .alloc_pages(Gfp::MEMALLOC | Gfp::DMA32, 0, &ctx())
+        .unwrap();
     assert!(p.pfmemalloc);
     // PF_MEMALLOC scope does the same, and NOMEMALLOC beats it.
     let mut s = AllocContext::on_cpu(0);
     let _saved = s.scope.noreclaim_save();
-    assert!(m.alloc_pages(Gfp::GFP_KERNEL | Gfp::DMA32, 0, &s).unwrap().pfmemalloc);
+    assert!(
+        m.alloc_pages(Gfp::GFP_KERNEL | Gfp::DMA32, 0, &s)
+            .unwrap()
+            .pfmemalloc
+    );
     let e = m
-        .alloc_pages(Gfp::GFP_KERNEL | Gfp::NOMEMALLOC | Gfp::DMA32 | Gfp::NOWARN, 0, &s)
+        .alloc_pages(
+            Gfp::GFP_KERNEL | Gfp::NOMEMALLOC | Gfp::DMA32 | Gfp::NOWARN,
+            0,
+            &s,
+        )
         .unwrap_err();
     if let AllocError::NoMemory(f) = &e {
         assert_eq!(f.stage, kmem_allocator::page_alloc::FailStage::Memalloc);
@@ -302,7 +344,11 @@ fn zonelist_falls_back_across_zones_and_nodes() {
     let b = m.alloc_pages_node(1, Gfp::GFP_KERNEL, 0).unwrap();
     assert_eq!((b.node, b.zone), (1, ZoneType::Normal));
     let d = m.alloc_pages_node(1, Gfp::GFP_DMA32, 0).unwrap();
-    assert_eq!((d.node, d.zone), (0, ZoneType::Dma32), "DMA32 only exists on node 0");
+    assert_eq!(
+        (d.node, d.zone),
+        (0, ZoneType::Dma32),
+        "DMA32 only exists on node 0"
+    );
     let e = m
         .alloc_pages_node(1, Gfp::GFP_DMA32 | Gfp::THISNODE | Gfp::NOWARN, 0)
         .unwrap_err();
@@ -319,7 +365,9 @@ fn zonelist_falls_back_across_zones_and_nodes() {
     };
     let mut held = Vec::new();
     loop {
-        let b = m.alloc_pages(Gfp::GFP_KERNEL | Gfp::NOWARN, 10, &c1).unwrap();
+        let b = m
+            .alloc_pages(Gfp::GFP_KERNEL | Gfp::NOWARN, 10, &c1)
+            .unwrap();
         held.push(b);
         if b.node == 0 {
             break;
@@ -370,7 +418,10 @@ fn migratetype_fallback_claims_pageblocks_and_boosts() {
     let r = m
         .alloc_pages(Gfp::GFP_KERNEL | Gfp::RECLAIMABLE, 0, &ctx())
         .unwrap();
-    assert_eq!(m.pageblock_counts(z.id)[MigrateType::Reclaimable as usize], 2);
+    assert_eq!(
+        m.pageblock_counts(z.id)[MigrateType::Reclaimable as usize],
+        2
+    );
     ok(&m);
     m.free_pages_on(b.pfn, 0, &ctx()).unwrap();
     m.free_pages_on(r.pfn, 0, &ctx()).unwrap();
@@ -404,12 +455,18 @@ fn partial_pageblock_fallback_steals_and_boosts() {
     let blocks_before = m.pageblock_counts(z);
     // An Unmovable request must fall back: the claim fails (free + alike < 256), the
     // watermark is boosted, kswapd woken, and the page stolen from the Movable block.
-    let u = m.alloc_pages(Gfp::GFP_KERNEL | Gfp::MEMALLOC, 0, &ctx()).unwrap();
+    let u = m
+        .alloc_pages(Gfp::GFP_KERNEL | Gfp::MEMALLOC, 0, &ctx())
+        .unwrap();
     let zone = m.zones().iter().find(|zz| zz.id == z).unwrap();
     assert!(zone.boost() >= 512, "boost {}", zone.boost());
     assert!(m.rare_events().watermark_boost >= 1);
     assert!(m.rare_events().kswapd_wake >= 1);
-    assert_eq!(m.pageblock_counts(z), blocks_before, "a steal keeps the pageblock type");
+    assert_eq!(
+        m.pageblock_counts(z),
+        blocks_before,
+        "a steal keeps the pageblock type"
+    );
     assert_eq!(u.pfn >> 4, hole >> 4, "stolen from the hole");
     ok(&m);
     m.free_pages_on(u.pfn, 0, &ctx()).unwrap();
@@ -427,7 +484,12 @@ fn highatomic_reserve_grows_and_is_released() {
     let m = Machine::boot(cfg).unwrap();
     let z = m.zone(0, ZoneType::Dma32);
     // Only the slow path reserves: sit between min and low.
-    let held = drain_zone_to(&m, Gfp::DMA32, ZoneType::Dma32, (z.wmark(Wmark::Min) + z.wmark(Wmark::Low)) / 2);
+    let held = drain_zone_to(
+        &m,
+        Gfp::DMA32,
+        ZoneType::Dma32,
+        (z.wmark(Wmark::Min) + z.wmark(Wmark::Low)) / 2,
+    );
     let b = m.alloc_pages(Gfp::GFP_ATOMIC, 2, &ctx()).unwrap();
     assert_eq!(z.reserved_highatomic(), PAGEBLOCK_NR_PAGES);
     assert_eq!(
@@ -485,7 +547,10 @@ fn nofail_waits_for_a_free_and_honours_cancel_and_deadline() {
         std::thread::yield_now();
     }
     token.cancel();
-    assert!(matches!(h.join().unwrap(), Err(AllocError::Cancelled { .. })));
+    assert!(matches!(
+        h.join().unwrap(),
+        Err(AllocError::Cancelled { .. })
+    ));
     // A free wakes a waiter, which then succeeds.
     let m3 = m.clone();
     let h = std::thread::spawn(move || {
@@ -528,7 +593,10 @@ fn exact_and_bulk() {
     let b = m.alloc_pages_exact(5 * 4096, Gfp::GFP_KERNEL, &c).unwrap();
     ok(&m);
     // The 3 tail pages of the order-3 block went back.
-    assert!(m.free_pages_exact(b.pfn, 6 * 4096).is_err(), "6 pages were not allocated");
+    assert!(
+        m.free_pages_exact(b.pfn, 6 * 4096).is_err(),
+        "6 pages were not allocated"
+    );
     m.free_pages_exact(b.pfn, 5 * 4096).unwrap();
     let v = m.alloc_pages_bulk(Gfp::GFP_KERNEL, 100, &c).unwrap();
     assert_eq!(v.len(), 100);
@@ -552,7 +620,11 @@ fn compound_and_movable_zone() {
     assert_eq!(b.zone, ZoneType::Movable);
     assert_eq!(b.migratetype, MigrateType::Movable);
     let k = m.alloc_pages(Gfp::GFP_KERNEL, 0, &ctx()).unwrap();
-    assert_eq!(k.zone, ZoneType::Normal, "kernel memory never comes from Movable");
+    assert_eq!(
+        k.zone,
+        ZoneType::Normal,
+        "kernel memory never comes from Movable"
+    );
     m.free_pages(b.pfn, 9).unwrap();
     m.free_pages(k.pfn, 0).unwrap();
     m.check_fully_merged().unwrap();
