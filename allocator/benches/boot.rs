@@ -67,6 +67,7 @@ fn bench_boot(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat);
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
+    // One machine alive at a time: PerIteration drops each before the next boot.
     g.bench_function("16GiB", |b| {
         b.iter_batched(
             || config(16 << 30),
@@ -74,9 +75,8 @@ fn bench_boot(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    // Ten boots at the minimum; one machine alive at a time (PerIteration drops each
-    // before the next boot).
-    g.sample_size(10);
+    // A 1 TiB boot takes most of a second: 10 samples of one boot each.
+    g.sample_size(10).measurement_time(Duration::from_secs(12));
     g.bench_function("1TiB", |b| {
         b.iter_batched(
             || config(TIB),

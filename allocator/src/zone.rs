@@ -268,6 +268,8 @@ impl Buddy<'_> {
     /// (Unmovable/Movable/Reclaimable), and the buddy's pageblocks take the freed
     /// block's type.
     fn free_one_block(&mut self, mut pfn: Pfn, mut order: u8) {
+        // The caller's head word (Freeing) must not survive a merge into a lower head.
+        self.pages.set(pfn, PageWord::NONE);
         let mt = self.pages.pageblock_mt(pfn);
         while order < MAX_ORDER {
             let buddy = pfn ^ (1 << order);
