@@ -461,7 +461,11 @@ mod tests {
         };
         let l = Layout::compute(&cfg).unwrap();
         let dma32 = zone(&l, 0, ZoneType::Dma32);
-        assert_eq!(dma32.present, dma32.spanned - (1 << 18));
+        // The hole ends the zone: spanned stops at the last present page.
+        assert_eq!(dma32.spanned, (3 << 18) - 4096);
+        assert_eq!(dma32.present, dma32.spanned);
+        let normal = zone(&l, 0, ZoneType::Normal);
+        assert_eq!(normal.start_pfn, 1 << 20);
         assert_eq!(dma32.managed, dma32.present - (1 << 16));
         let ck = &l.reservations[0];
         assert_eq!(ck.2, 3 << 18, "crashkernel placed top-down below the hole");

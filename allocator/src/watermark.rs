@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn pcp_sizes() {
         assert_eq!(pcp_batch(4 << 20), 63);
-        assert_eq!(pcp_batch(3976), 0u32.max(1));
+        assert_eq!(pcp_batch(3976), 1, "at least one");
         assert_eq!(pcp_batch(1 << 17), 31);
         assert_eq!(pcp_high(400, 0, 0, 2, 63), 63 * 4);
         assert_eq!(pcp_high(100_000, 0, 0, 2, 63), 50_000);

@@ -37,7 +37,7 @@ fn mask(line: &str) -> String {
             j += 1;
         }
         let ends_field = j == b.len() || !b[j].is_ascii_alphanumeric();
-        if j > k0 && ends_field && (k0 == i || k0 > i) {
+        if j > k0 && ends_field {
             out.extend(std::iter::repeat_n('#', j - i));
             i = j;
         } else {
