@@ -146,3 +146,38 @@ impl MachineConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_toml_with_defaults_and_human_sizes() {
+        let cfg: MachineConfig = toml::from_str(
+            r#"
+            memory = "64GiB"
+            nodes = 2
+            cpus = 8
+            movablecore = "4G"
+            transparent_hugepage = "never"
+            min_free_kbytes = 90000
+            holes = [{ start = "3GiB", size = "1GiB", name = "PCI" }]
+            reserved = [{ name = "crashkernel", size = "256MiB" }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.memory, ByteSize::gib(64));
+        assert_eq!(cfg.movablecore, ByteSize::gib(4));
+        assert_eq!(cfg.transparent_hugepage, ThpMode::Never);
+        assert_eq!(cfg.watermark_scale_factor, 10, "unset fields keep defaults");
+        assert_eq!(cfg.holes[0].start, ByteSize::gib(3));
+        assert!(cfg.reserved[0].start.is_none());
+        let m = crate::Machine::boot(cfg).unwrap();
+        assert_eq!(m.sysctls().min_free_kbytes, 90_000);
+        assert!(
+            toml::from_str::<MachineConfig>("memroy = 1").is_err(),
+            "typos are errors"
+        );
+        assert!(toml::from_str::<MachineConfig>("memory = \"12 parsecs\"").is_err());
+    }
+}

@@ -494,8 +494,8 @@ impl Machine {
                     });
                     continue;
                 }
-                if let Some(pfn) = self.rmqueue(zone, req, flags) {
-                    return Some(self.prep_new_page(zone, req, flags, pfn));
+                if let Some((pfn, counted)) = self.rmqueue(zone, req, flags) {
+                    return Some(self.prep_new_page(zone, req, flags, pfn, counted));
                 }
                 refusals.push(ZoneRefusal {
                     node: zone.node,
@@ -511,24 +511,51 @@ impl Machine {
         }
     }
 
-    /// `rmqueue`: pcp for small orders, else the buddy lists.
-    fn rmqueue(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<Pfn> {
-        let pfn = if pcp_allowed_order(req.order, self.thp_pcp()) {
-            self.rmqueue_pcplist(zone, req, flags)
+    /// `rmqueue`: pcp for small orders, else the buddy lists. Returns the block and
+    /// whether its events were already counted (under the pcp lock).
+    fn rmqueue(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<(Pfn, bool)> {
+        let pcp = if pcp_allowed_order(req.order, self.thp_pcp()) {
+            self.rmqueue_pcplist(zone, req, flags).map(|p| (p, true))
         } else {
             None
         };
-        let pfn = pfn.or_else(|| {
+        let got = pcp.or_else(|| {
             let mut b = zone.lock(&self.mm);
             let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
             self.pages()
                 .set(p, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-            Some(p)
+            Some((p, false))
         })?;
-        if flags.contains(AllocFlags::KSWAPD) && zone.boosted.swap(false, Relaxed) {
+        if flags.contains(AllocFlags::KSWAPD)
+            && zone.boosted.load(Relaxed)
+            && zone.boosted.swap(false, Relaxed)
+        {
             self.wake_kswapd(zone.node);
         }
-        Some(pfn)
+        Some(got)
+    }
+
+    /// Count an allocation: `pgalloc_<zone>` and the NUMA hit/miss/local/other events.
+    fn account_alloc(&self, st: &mut crate::pcp::CpuState, zone: &Zone, req: &Request) {
+        st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
+        let local = self.cpus[req.cpu].node;
+        let numa = &mut st.pcp[zone.id].numa;
+        if zone.node == req.node {
+            numa.hit += 1;
+        } else {
+            numa.miss += 1;
+        }
+        if zone.node == local {
+            numa.local += 1;
+        } else {
+            numa.other += 1;
+        }
+        if zone.node != req.node {
+            // numa_foreign is counted on the preferred node's first zone.
+            if let Some(&pz) = self.zonelists_thisnode[req.node as usize].first() {
+                st.pcp[pz].numa.foreign += 1;
+            }
+        }
     }
 
     /// `rmqueue_pcplist`: pop from the CPU's list, refilling it from the buddy first.
@@ -556,11 +583,19 @@ impl Machine {
         pcp.count -= 1 << req.order;
         self.pages()
             .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+        self.account_alloc(&mut st, zone, req);
         Some(pfn)
     }
 
     /// `prep_new_page` plus the bookkeeping of a successful allocation.
-    fn prep_new_page(&self, zone: &Zone, req: &Request, flags: AllocFlags, pfn: Pfn) -> PageBlock {
+    fn prep_new_page(
+        &self,
+        zone: &Zone,
+        req: &Request,
+        flags: AllocFlags,
+        pfn: Pfn,
+        counted: bool,
+    ) -> PageBlock {
         let pfmemalloc = flags.contains(AllocFlags::NO_WATERMARKS);
         let compound = req.gfp.contains(Gfp::COMP) && req.order > 0;
         if compound || pfmemalloc {
@@ -577,27 +612,9 @@ impl Machine {
         if flags.contains(AllocFlags::HIGHATOMIC) && req.order > 0 {
             zone.lock(&self.mm).reserve_highatomic(pfn, req.order);
         }
-        {
+        if !counted {
             let mut st = self.cpus[req.cpu].state.lock();
-            st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
-            let local = self.cpus[req.cpu].node;
-            let numa = &mut st.pcp[zone.id].numa;
-            if zone.node == req.node {
-                numa.hit += 1;
-            } else {
-                numa.miss += 1;
-            }
-            if zone.node == local {
-                numa.local += 1;
-            } else {
-                numa.other += 1;
-            }
-            if zone.node != req.node {
-                // numa_foreign is counted on the preferred node's first zone.
-                if let Some(&pz) = self.zonelists_thisnode[req.node as usize].first() {
-                    st.pcp[pz].numa.foreign += 1;
-                }
-            }
+            self.account_alloc(&mut st, zone, req);
         }
         PageBlock {
             pfn,
