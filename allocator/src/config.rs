@@ -90,6 +90,10 @@ pub struct MachineConfig {
     /// Freed blocks of at least this order give their stored bytes back to the host
     /// (a simulator economy; they then read as zero). 11 disables it.
     pub release_bytes_order: u8,
+    /// `slab_debug=` boot option (e.g. `FZPU`, `P,kmalloc-64`, `Z,dentry;U,kmalloc-*`).
+    pub slab_debug: Option<String>,
+    /// `slab_nomerge`: never merge caches.
+    pub slab_nomerge: bool,
 }
 
 impl Default for MachineConfig {
@@ -129,6 +133,8 @@ impl Default for MachineConfig {
             init_on_alloc: false,
             init_on_free: false,
             release_bytes_order: crate::page::PAGEBLOCK_ORDER,
+            slab_debug: None,
+            slab_nomerge: false,
         }
     }
 }

@@ -187,6 +187,13 @@ pub struct Machine {
     pub(crate) totalreserve: AtomicU64,
     /// The free blocks right after boot, per zone, sorted (for the full-merge check).
     pub(crate) boot_blocks: Vec<Vec<(Pfn, u8)>>,
+    pub(crate) caches: crate::slab::Caches,
+    pub(crate) kmalloc_caches: [[crate::slab::CacheId; 13]; 4],
+    pub(crate) slab_debug: Option<crate::slab::SlabDebug>,
+    pub(crate) slab_nomerge: bool,
+    pub(crate) large_kmalloc_pages: AtomicU64,
+    /// kmalloc calls whose DMA32/HIGHMEM bits were stripped.
+    pub(crate) kmalloc_fixups: AtomicU64,
 }
 
 thread_local! {
@@ -250,6 +257,14 @@ impl Machine {
             percpu_pagelist_high_fraction: cfg.percpu_pagelist_high_fraction,
             transparent_hugepage: cfg.transparent_hugepage,
         };
+        let slab_debug = match cfg.slab_debug.as_deref() {
+            Some(s) => Some(
+                crate::slab::SlabDebug::parse(s)
+                    .map_err(|e| ConfigError(format!("slab_debug: {e}")))?,
+            ),
+            None => None,
+        };
+        let slab_nomerge = cfg.slab_nomerge;
         let mut m = Machine {
             content: ContentStore::new(layout.total_pages),
             cfg,
@@ -263,11 +278,18 @@ impl Machine {
             log: KernelLog::new(),
             totalreserve: AtomicU64::new(0),
             boot_blocks: Vec::new(),
+            caches: crate::slab::Caches::new(),
+            kmalloc_caches: [[crate::slab::CacheId(0); 13]; 4],
+            slab_debug,
+            slab_nomerge,
+            large_kmalloc_pages: AtomicU64::new(0),
+            kmalloc_fixups: AtomicU64::new(0),
             layout,
         };
         m.free_boot_memory();
         m.init_watermarks();
         m.boot_blocks = m.zones.iter().map(|z| m.free_blocks(z.id)).collect();
+        m.create_kmalloc_caches();
         Ok(m)
     }
 

@@ -15,7 +15,8 @@
 //! | 8..11 | migratetype (free list for a buddy page, requested type for an allocation) |
 //! | 11    | compound (`__GFP_COMP`) |
 //! | 12    | pfmemalloc (taken from the reserves, `ALLOC_NO_WATERMARKS`) |
-//! | 32..64| index in its buddy free list (O(1) removal), or the CPU whose pcp list holds it |
+//! | 16..28| owner of an allocated block: 0 page allocator user, 1 large kmalloc, n+2 slab cache n |
+//! | 32..64| index in its buddy free list (O(1) removal), the CPU whose pcp list holds it, or a slab's id in its cache |
 //!
 //! Only block heads carry state; tail pages stay zero ([`PageKind::None`]). So "is the
 //! buddy free, and of the same order?" is one load of the buddy's word: O(1), no list
@@ -125,6 +126,22 @@ const MT_SHIFT: u32 = 8;
 const COMPOUND: u64 = 1 << 11;
 const PFMEMALLOC: u64 = 1 << 12;
 const AUX_SHIFT: u32 = 32;
+const OWNER_SHIFT: u32 = 16;
+const OWNER_MASK: u64 = 0xfff << OWNER_SHIFT;
+
+/// Who owns an allocated block (the kernel's page type / `slab` pointer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A page-allocator user (`alloc_pages`).
+    Pages,
+    /// A large kmalloc (> 8 KiB), freed by `kfree`.
+    LargeKmalloc,
+    /// A slab of the cache with this id.
+    Slab(u16),
+}
+
+/// Most slab caches a machine can hold.
+pub const MAX_CACHES: usize = 0xfff - 2;
 
 impl PageWord {
     pub const NONE: PageWord = PageWord(0);
@@ -159,6 +176,24 @@ impl PageWord {
     #[inline]
     pub const fn aux(self) -> u32 {
         (self.0 >> AUX_SHIFT) as u32
+    }
+    #[inline]
+    pub const fn owner(self) -> Owner {
+        match (self.0 & OWNER_MASK) >> OWNER_SHIFT {
+            0 => Owner::Pages,
+            1 => Owner::LargeKmalloc,
+            n => Owner::Slab((n - 2) as u16),
+        }
+    }
+    #[inline]
+    #[must_use]
+    pub const fn with_owner(self, o: Owner) -> PageWord {
+        let v = match o {
+            Owner::Pages => 0,
+            Owner::LargeKmalloc => 1,
+            Owner::Slab(id) => id as u64 + 2,
+        };
+        PageWord((self.0 & !OWNER_MASK) | (v << OWNER_SHIFT))
     }
     #[inline]
     pub const fn compound(self) -> bool {
@@ -297,6 +332,11 @@ mod tests {
         assert_eq!(w2.kind(), PageKind::Alloc);
         assert_eq!(w2.order(), 10);
         assert_eq!(PageWord::NONE.kind(), PageKind::None);
+        let s = w2.with_owner(Owner::Slab(4000));
+        assert_eq!(s.owner(), Owner::Slab(4000));
+        assert_eq!(s.aux(), 7);
+        assert_eq!(s.order(), 10);
+        assert_eq!(s.with_owner(Owner::Pages).owner(), Owner::Pages);
     }
 
     #[test]

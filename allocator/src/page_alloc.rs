@@ -333,6 +333,8 @@ pub enum FreeError {
     NotAllocated { pfn: Pfn },
     #[error("range of {nr_pages} pages at pfn {pfn:#x} is not the exact allocation there")]
     BadRange { pfn: Pfn, nr_pages: u64 },
+    #[error("pfn {pfn:#x} belongs to {owner}; free it with kfree / kmem_cache_free")]
+    NotPageAllocation { pfn: Pfn, owner: String },
 }
 
 impl FreeError {
@@ -345,6 +347,7 @@ impl FreeError {
             FreeError::TailPage { .. } => "TAIL_PAGE",
             FreeError::NotAllocated { .. } => "ALLOCATION_NOT_FOUND",
             FreeError::BadRange { .. } => "BAD_RANGE",
+            FreeError::NotPageAllocation { .. } => "NOT_A_PAGE_ALLOCATION",
         }
     }
 }
@@ -829,6 +832,31 @@ impl Machine {
                 nr_pages: self.pages().nr_pages(),
             });
         };
+        let w = self.pages().get(pfn);
+        if w.kind() == PageKind::Alloc && w.owner() != crate::page::Owner::Pages {
+            RareEvents::inc(&self.mm.ev.bad_free);
+            return Err(FreeError::NotPageAllocation {
+                pfn,
+                owner: self.owner_name(w.owner()),
+            });
+        }
+        let w = self.claim_for_free(pfn, order)?;
+        self.free_claimed(zi, cpu, pfn, order, w);
+        Ok(())
+    }
+
+    /// Free a block on behalf of a subsystem that owns it (slab, large kmalloc): the
+    /// owner was checked by the caller.
+    pub(crate) fn free_owned_pages(
+        &self,
+        pfn: Pfn,
+        order: u8,
+        cpu: usize,
+    ) -> Result<(), FreeError> {
+        let zi = self.pages().zone_of(pfn).ok_or(FreeError::OutOfRange {
+            pfn,
+            nr_pages: self.pages().nr_pages(),
+        })?;
         let w = self.claim_for_free(pfn, order)?;
         self.free_claimed(zi, cpu, pfn, order, w);
         Ok(())

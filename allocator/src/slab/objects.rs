@@ -1,0 +1,405 @@
+//! Cache object entry points, object bytes and usercopy checks, and the visible state
+//! (`/proc/slabinfo`, `/sys/kernel/slab/<cache>/`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+
+use super::{CacheId, KmemCache, SlabError, SlabFlags, PAGE_OFFSET};
+use crate::context::AllocContext;
+use crate::gfp::Gfp;
+use crate::machine::Machine;
+use crate::page::{Owner, PageKind, PAGE_SIZE};
+
+impl KmemCache {
+    /// `slab_ksize`: what `ksize` may hand out.
+    pub fn slab_ksize(&self) -> u64 {
+        if self
+            .flags
+            .intersects(SlabFlags(SlabFlags::RED_ZONE.0 | SlabFlags::POISON.0))
+        {
+            self.layout.object_size as u64
+        } else if self.flags.contains(SlabFlags::STORE_USER) {
+            self.layout.inuse as u64
+        } else {
+            self.layout.size as u64
+        }
+    }
+}
+
+impl Machine {
+    /// `kmem_cache_alloc(cache, gfp)`.
+    pub fn kmem_cache_alloc(
+        &self,
+        id: CacheId,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<u64, SlabError> {
+        let c = self.live_cache(id)?;
+        let gfp = ctx.scope.apply(gfp);
+        let addr = self.slab_alloc(c, gfp, ctx)?;
+        c.stats.alloc_total.fetch_add(1, Relaxed);
+        if gfp.contains(Gfp::ZERO) || self.cfg.init_on_alloc {
+            self.zero_virt(addr, c.layout.object_size as u64);
+        }
+        Ok(addr)
+    }
+
+    /// `kmem_cache_alloc_node`.
+    pub fn kmem_cache_alloc_node(
+        &self,
+        id: CacheId,
+        gfp: Gfp,
+        node: u16,
+        ctx: &AllocContext,
+    ) -> Result<u64, SlabError> {
+        let mut c = ctx.clone();
+        c.node = Some(node);
+        self.kmem_cache_alloc(id, gfp, &c)
+    }
+
+    /// `kmem_cache_zalloc`.
+    pub fn kmem_cache_zalloc(
+        &self,
+        id: CacheId,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<u64, SlabError> {
+        self.kmem_cache_alloc(id, gfp.with(Gfp::ZERO), ctx)
+    }
+
+    /// `kmem_cache_alloc_bulk`: all or nothing, as the kernel's.
+    pub fn kmem_cache_alloc_bulk(
+        &self,
+        id: CacheId,
+        gfp: Gfp,
+        n: usize,
+        ctx: &AllocContext,
+    ) -> Result<Vec<u64>, SlabError> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.kmem_cache_alloc(id, gfp, ctx) {
+                Ok(a) => v.push(a),
+                Err(e) => {
+                    for a in v {
+                        let _ = self.kmem_cache_free(id, a, ctx);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// `kmem_cache_free_bulk`: every address is checked first, so a bad one frees
+    /// nothing.
+    pub fn kmem_cache_free_bulk(
+        &self,
+        id: CacheId,
+        addrs: &[u64],
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
+        for &a in addrs {
+            self.check_free(id, a)?;
+        }
+        for &a in addrs {
+            self.kmem_cache_free(id, a, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn live_cache(&self, id: CacheId) -> Result<&KmemCache, SlabError> {
+        let c = self.cache(id)?;
+        if c.destroyed.load(Relaxed) {
+            return Err(SlabError::Destroyed(c.name.clone()));
+        }
+        Ok(c)
+    }
+
+    fn check_free(&self, id: CacheId, addr: u64) -> Result<super::ObjRef, SlabError> {
+        let given = self.cache(id)?;
+        let o = self.obj_ref(addr)?;
+        let actual = self.caches.get(o.cache).expect("resolved");
+        if o.cache != id.0 {
+            return Err(SlabError::WrongCache {
+                given: given.name.clone(),
+                actual: actual.name.clone(),
+                addr,
+            });
+        }
+        if o.delta != 0 {
+            return Err(SlabError::InvalidFree {
+                addr,
+                why: format!(
+                    "{} bytes into an object of {}, not its start",
+                    o.delta, actual.name
+                ),
+            });
+        }
+        Ok(o)
+    }
+
+    /// `kmem_cache_free(cache, addr)`: the address must be an object start of this
+    /// cache; a double free, a free to the wrong cache or of a non-object is an error
+    /// and changes nothing.
+    pub fn kmem_cache_free(
+        &self,
+        id: CacheId,
+        addr: u64,
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
+        let o = self.check_free(id, addr)?;
+        let c = self.caches.get(o.cache).expect("resolved");
+        self.slab_free(c, o, ctx)?;
+        c.stats.free_total.fetch_add(1, Relaxed);
+        if self.cfg.init_on_free {
+            self.zero_virt(addr, c.layout.object_size as u64);
+        }
+        Ok(())
+    }
+
+    // ---- object bytes -------------------------------------------------------------
+
+    fn virt_pfn(addr: u64) -> (u64, usize) {
+        let phys = addr - PAGE_OFFSET;
+        (phys / PAGE_SIZE, (phys % PAGE_SIZE) as usize)
+    }
+
+    /// Write bytes at a direct-map address (no checks: callers checked the range).
+    pub(crate) fn write_virt(&self, addr: u64, data: &[u8]) {
+        let mut off = 0;
+        while off < data.len() {
+            let (pfn, in_page) = Self::virt_pfn(addr + off as u64);
+            let n = (PAGE_SIZE as usize - in_page).min(data.len() - off);
+            self.content.write(pfn, in_page, &data[off..off + n]);
+            off += n;
+        }
+    }
+
+    pub(crate) fn read_virt(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        let mut off = 0;
+        while off < len {
+            let (pfn, in_page) = Self::virt_pfn(addr + off as u64);
+            let n = (PAGE_SIZE as usize - in_page).min(len - off);
+            self.content.read(pfn, in_page, &mut out[off..off + n]);
+            off += n;
+        }
+        out
+    }
+
+    /// Zero bytes, spending no host memory on pages that hold none.
+    pub(crate) fn zero_virt(&self, addr: u64, len: u64) {
+        let mut off = 0u64;
+        while off < len {
+            let (pfn, in_page) = Self::virt_pfn(addr + off);
+            let n = (PAGE_SIZE - in_page as u64).min(len - off);
+            if self.content.has_bytes(pfn) {
+                self.content.write(pfn, in_page, &vec![0u8; n as usize]);
+            }
+            off += n;
+        }
+    }
+
+    pub(crate) fn fill_virt(&self, addr: u64, len: u64, byte: u8) {
+        if byte == 0 {
+            return self.zero_virt(addr, len);
+        }
+        self.write_virt(addr, &vec![byte; len as usize]);
+    }
+
+    /// The span a user copy may touch at `addr` (`check_heap_object`): for a slab
+    /// object the cache's usercopy window, for a large kmalloc or page block the block.
+    fn usercopy_check(&self, addr: u64, len: u64, what: &'static str) -> Result<(), SlabError> {
+        let bad = |why: &str| SlabError::InvalidFree {
+            addr,
+            why: why.to_string(),
+        };
+        if addr < PAGE_OFFSET || addr.checked_add(len).is_none() {
+            return Err(bad("not a kernel direct-map address"));
+        }
+        let pfn = (addr - PAGE_OFFSET) / PAGE_SIZE;
+        if pfn >= self.pages().nr_pages() {
+            return Err(bad("beyond the end of memory"));
+        }
+        let Some((head, w)) = self
+            .block_containing(pfn)
+            .filter(|(_, w)| w.kind() == PageKind::Alloc)
+        else {
+            return Err(bad("not allocated memory"));
+        };
+        match w.owner() {
+            Owner::Slab(_) => {
+                let o = self.obj_ref(addr)?;
+                let c = self.caches.get(o.cache).expect("resolved");
+                let (uo, us) = (c.useroffset as u64, c.usersize as u64);
+                // Hardened usercopy: the copy must lie inside one object's window.
+                let off = o.delta;
+                if us == 0 || off < uo || off - uo > us || len > uo + us - off {
+                    return Err(SlabError::Usercopy {
+                        cache: c.name.clone(),
+                        what,
+                        offset: off,
+                        len,
+                        window: if us == 0 {
+                            "no usercopy window".into()
+                        } else {
+                            format!("window {uo}..{}", uo + us)
+                        },
+                    });
+                }
+                Ok(())
+            }
+            _ => {
+                let end = PAGE_OFFSET + (head + (1 << w.order())) * PAGE_SIZE;
+                if addr + len > end {
+                    return Err(SlabError::Usercopy {
+                        cache: "page".into(),
+                        what,
+                        offset: addr - PAGE_OFFSET - head * PAGE_SIZE,
+                        len,
+                        window: format!("block of {} bytes", PAGE_SIZE << w.order()),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `copy_from_user(addr, data)`: write `data` into kernel memory at `addr`.
+    pub fn copy_from_user(&self, addr: u64, data: &[u8]) -> Result<(), SlabError> {
+        self.usercopy_check(addr, data.len() as u64, "copy_from_user")?;
+        self.write_virt(addr, data);
+        Ok(())
+    }
+
+    /// `copy_to_user(addr, len)`: read `len` bytes of kernel memory at `addr`.
+    pub fn copy_to_user(&self, addr: u64, len: u64) -> Result<Vec<u8>, SlabError> {
+        self.usercopy_check(addr, len, "copy_to_user")?;
+        Ok(self.read_virt(addr, len as usize))
+    }
+
+    // ---- visible state ------------------------------------------------------------
+
+    /// Per-cache numbers (`/sys/kernel/slab/<cache>/`).
+    pub fn cache_info(&self, id: CacheId) -> Result<CacheInfo, SlabError> {
+        let c = self.cache(id)?;
+        Ok(self.info_of(c))
+    }
+
+    fn info_of(&self, c: &KmemCache) -> CacheInfo {
+        let t = c.slabs.lock();
+        let partial: u64 = t.node_partial.iter().map(|l| l.len() as u64).sum();
+        let free = t.partial_free_objects();
+        let (nr_slabs, objects) = (t.nr_slabs, t.total_objects);
+        drop(t);
+        let cpu_slabs = c
+            .cpus
+            .iter()
+            .map(|cs| {
+                let cs = cs.lock();
+                cs.active.is_some() as u64 + cs.partial.len() as u64
+            })
+            .sum();
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        CacheInfo {
+            name: c.name.clone(),
+            aliases: c.aliases.lock().clone(),
+            object_size: c.layout.object_size,
+            slab_size: c.layout.size,
+            align: c.layout.align,
+            order: c.layout.order,
+            objs_per_slab: c.layout.objects,
+            objects,
+            active_objects: objects - free,
+            slabs: nr_slabs,
+            partial,
+            cpu_slabs,
+            min_partial: c.min_partial,
+            cpu_partial: c.cpu_partial_objects,
+            reclaim_account: c.flags.contains(SlabFlags::RECLAIM_ACCOUNT),
+            flags: format!("{:?}", c.flags),
+            alloc_fastpath: g(&c.stats.alloc_fastpath),
+            alloc_slowpath: g(&c.stats.alloc_slowpath),
+            free_fastpath: g(&c.stats.free_fastpath),
+            free_slowpath: g(&c.stats.free_slowpath),
+            alloc_slab: g(&c.stats.alloc_slab),
+            free_slab: g(&c.stats.free_slab),
+            order_fallback: g(&c.stats.order_fallback),
+            alloc_total: g(&c.stats.alloc_total),
+            free_total: g(&c.stats.free_total),
+            destroyed: c.destroyed.load(Relaxed),
+        }
+    }
+
+    /// Every listed cache, newest first (the `/proc/slabinfo` order).
+    pub fn caches_info(&self) -> Vec<CacheInfo> {
+        self.caches
+            .ids()
+            .into_iter()
+            .rev()
+            .filter_map(|id| self.caches.get(id))
+            .map(|c| self.info_of(c))
+            .collect()
+    }
+
+    /// `/proc/slabinfo`, version 2.1 as SLUB prints it.
+    pub fn slabinfo(&self) -> String {
+        let mut s = String::from("slabinfo - version: 2.1\n");
+        s.push_str("# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n");
+        for i in self.caches_info() {
+            let _ = writeln!(
+                s,
+                "{:<17} {:6} {:6} {:6} {:4} {:4} : tunables {:4} {:4} {:4} : slabdata {:6} {:6} {:6}",
+                i.name, i.active_objects, i.objects, i.slab_size, i.objs_per_slab, 1u32 << i.order, 0, 0, 0, i.slabs, i.slabs, 0
+            );
+        }
+        s
+    }
+}
+
+/// A cache's state, as `/sys/kernel/slab/<cache>/` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CacheInfo {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub object_size: u32,
+    pub slab_size: u32,
+    pub align: u32,
+    pub order: u8,
+    pub objs_per_slab: u32,
+    pub objects: u64,
+    pub active_objects: u64,
+    pub slabs: u64,
+    pub partial: u64,
+    pub cpu_slabs: u64,
+    pub min_partial: u32,
+    pub cpu_partial: u32,
+    pub reclaim_account: bool,
+    pub flags: String,
+    pub alloc_fastpath: u64,
+    pub alloc_slowpath: u64,
+    pub free_fastpath: u64,
+    pub free_slowpath: u64,
+    pub alloc_slab: u64,
+    pub free_slab: u64,
+    pub order_fallback: u64,
+    pub alloc_total: u64,
+    pub free_total: u64,
+    pub destroyed: bool,
+}
+
+impl Machine {
+    /// A readable name for a block's owner, for error messages.
+    pub(crate) fn owner_name(&self, o: Owner) -> String {
+        match o {
+            Owner::Pages => "the page allocator".into(),
+            Owner::LargeKmalloc => "a large kmalloc".into(),
+            Owner::Slab(id) => match self.caches.get(id) {
+                Some(c) => format!("slab cache {}", c.name),
+                None => format!("slab cache #{id}"),
+            },
+        }
+    }
+}

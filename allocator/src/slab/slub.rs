@@ -1,0 +1,563 @@
+//! SLUB's allocation and free paths.
+//!
+//! Each CPU owns an *active* slab whose free objects it holds privately (the kernel's
+//! lockless per-CPU freelist) and a list of per-CPU partial slabs; every slab not
+//! active on a CPU keeps its own free objects, and node partial lists hold slabs with
+//! free objects. Lock order: a cache's CPU lock, then its slab table (`list_lock`),
+//! then the page allocator's locks.
+//!
+//! Frees are checked exactly: every object's state is known (on its slab's freelist, on
+//! the owning CPU's freelist, or allocated), so a double free or a free of a non-object
+//! is an error instead of corruption (the kernel only notices with slab_debug).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{KmemCache, ObjRef, SlabError, SlabFlags, PAGE_OFFSET};
+use crate::context::AllocContext;
+use crate::gfp::Gfp;
+use crate::machine::Machine;
+use crate::page::{Owner, PageKind, Pfn, PAGE_SIZE};
+
+/// Where a slab is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabState {
+    /// A CPU's active slab: its free objects are on that CPU's freelist (plus any
+    /// freed remotely since, on the slab's own list).
+    Active(u16),
+    /// On a CPU's partial list.
+    CpuPartial(u16),
+    /// On its node's partial list.
+    NodePartial,
+    /// No free objects, on no list.
+    Full,
+    /// Empty, waiting for an RCU grace period before its pages are freed.
+    RcuPending,
+}
+
+/// One slab.
+#[derive(Clone, Debug)]
+pub struct Slab {
+    pub pfn: Pfn,
+    pub order: u8,
+    pub node: u16,
+    pub objects: u32,
+    /// Free objects on the slab's own freelist.
+    pub free: Vec<u32>,
+    /// Bit per object: on `free`.
+    pub free_bits: Vec<u64>,
+    pub state: SlabState,
+}
+
+impl Slab {
+    fn bit(bits: &[u64], i: u32) -> bool {
+        bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+    fn set(bits: &mut [u64], i: u32, on: bool) {
+        if on {
+            bits[(i / 64) as usize] |= 1 << (i % 64);
+        } else {
+            bits[(i / 64) as usize] &= !(1 << (i % 64));
+        }
+    }
+    pub fn is_free(&self, i: u32) -> bool {
+        Self::bit(&self.free_bits, i)
+    }
+}
+
+/// A cache's slabs and node partial lists.
+pub struct SlabTable {
+    pub slabs: Vec<Option<Slab>>,
+    free_ids: Vec<u32>,
+    pub node_partial: Vec<Vec<u32>>,
+    pub nr_slabs: u64,
+    pub nr_pages: u64,
+    pub total_objects: u64,
+    pub rcu_pending: Vec<u32>,
+}
+
+impl SlabTable {
+    pub fn new(nodes: usize) -> Self {
+        SlabTable {
+            slabs: Vec::new(),
+            free_ids: Vec::new(),
+            node_partial: vec![Vec::new(); nodes],
+            nr_slabs: 0,
+            nr_pages: 0,
+            total_objects: 0,
+            rcu_pending: Vec::new(),
+        }
+    }
+    fn slab(&mut self, id: u32) -> &mut Slab {
+        self.slabs[id as usize].as_mut().expect("live slab id")
+    }
+    fn insert(&mut self, s: Slab) -> u32 {
+        self.nr_slabs += 1;
+        self.nr_pages += 1 << s.order;
+        self.total_objects += s.objects as u64;
+        match self.free_ids.pop() {
+            Some(id) => {
+                self.slabs[id as usize] = Some(s);
+                id
+            }
+            None => {
+                self.slabs.push(Some(s));
+                (self.slabs.len() - 1) as u32
+            }
+        }
+    }
+    fn remove(&mut self, id: u32) -> Slab {
+        let s = self.slabs[id as usize].take().expect("live slab id");
+        self.free_ids.push(id);
+        self.nr_slabs -= 1;
+        self.nr_pages -= 1 << s.order;
+        self.total_objects -= s.objects as u64;
+        s
+    }
+    fn unlink_partial(&mut self, id: u32, node: u16) {
+        let l = &mut self.node_partial[node as usize];
+        if let Some(p) = l.iter().position(|&x| x == id) {
+            l.swap_remove(p);
+        }
+    }
+    /// Free objects on node partial slabs (`count_partial(n, count_free)`).
+    pub fn partial_free_objects(&self) -> u64 {
+        self.node_partial
+            .iter()
+            .flatten()
+            .map(|&id| {
+                self.slabs[id as usize]
+                    .as_ref()
+                    .map_or(0, |s| s.free.len() as u64)
+            })
+            .sum()
+    }
+}
+
+/// A CPU's view of one cache (`struct kmem_cache_cpu`).
+#[derive(Default, Debug)]
+pub struct CpuSlab {
+    pub active: Option<u32>,
+    pub active_pfn: Pfn,
+    /// Free objects of the active slab, owned by this CPU.
+    pub freelist: Vec<u32>,
+    pub bits: Vec<u64>,
+    /// Per-CPU partial slabs.
+    pub partial: Vec<u32>,
+    /// Objects other CPUs freed into the active slab's own list since it was taken;
+    /// while 0 the fast free path needs no lock beyond this CPU's.
+    pub remote: u32,
+}
+
+impl Machine {
+    /// Resolve an address to (cache, slab, object): `virt_to_slab` + object index.
+    pub(crate) fn obj_ref(&self, addr: u64) -> Result<ObjRef, SlabError> {
+        let invalid = |why: &str| SlabError::InvalidFree {
+            addr,
+            why: why.into(),
+        };
+        if addr < PAGE_OFFSET {
+            return Err(invalid("not a kernel direct-map address"));
+        }
+        let pfn = (addr - PAGE_OFFSET) / PAGE_SIZE;
+        if pfn >= self.pages().nr_pages() {
+            return Err(invalid("beyond the end of memory"));
+        }
+        let Some((head, w)) = self.block_containing(pfn) else {
+            return Err(invalid("not inside any allocated block"));
+        };
+        if w.kind() != PageKind::Alloc {
+            return Err(invalid("inside a free block"));
+        }
+        let Owner::Slab(cache) = w.owner() else {
+            return Err(invalid("not a slab object"));
+        };
+        let c = self
+            .caches
+            .get(cache)
+            .ok_or_else(|| invalid("unknown cache"))?;
+        let base = c.obj_addr(head, 0);
+        if addr < base {
+            return Err(invalid("inside the slab's left red zone"));
+        }
+        let off = addr - base;
+        let index = (off / c.layout.size as u64) as u32;
+        let slab = w.aux();
+        let objects = ((PAGE_SIZE << w.order()) / c.layout.size as u64) as u32;
+        if index >= objects {
+            return Err(invalid("in the slab's unused tail"));
+        }
+        Ok(ObjRef {
+            cache,
+            slab,
+            slab_pfn: head,
+            index,
+            delta: off % c.layout.size as u64,
+        })
+    }
+
+    /// `slab_alloc_node`.
+    pub(crate) fn slab_alloc(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<u64, SlabError> {
+        let cpu = self.resolve_cpu(ctx)?;
+        let mut cs = c.cpus[cpu].lock();
+        if let Some(i) = cs.freelist.pop() {
+            Slab::set(&mut cs.bits, i, false);
+            c.stats.alloc_fastpath.fetch_add(1, Relaxed);
+            return Ok(c.obj_addr(cs.active_pfn, i));
+        }
+        c.stats.alloc_slowpath.fetch_add(1, Relaxed);
+        let node = ctx.node.unwrap_or(self.cpus[cpu].node);
+        loop {
+            let mut t = c.slabs.lock();
+            // Objects freed remotely into the active slab.
+            if let Some(id) = cs.active {
+                let s = t.slab(id);
+                if !s.free.is_empty() {
+                    let taken = std::mem::take(&mut s.free);
+                    for &i in &taken {
+                        Slab::set(&mut s.free_bits, i, false);
+                        Slab::set(&mut cs.bits, i, true);
+                    }
+                    cs.freelist.extend(taken.iter().rev());
+                    cs.remote = 0;
+                    drop(t);
+                    let i = cs.freelist.pop().expect("just filled");
+                    Slab::set(&mut cs.bits, i, false);
+                    return Ok(c.obj_addr(cs.active_pfn, i));
+                }
+                t.slab(id).state = SlabState::Full;
+                cs.active = None;
+            }
+            // Per-CPU partial, then the node's partial list, then any node's.
+            let next = if let Some(id) = cs.partial.pop() {
+                c.stats.cpu_partial_alloc.fetch_add(1, Relaxed);
+                Some(id)
+            } else {
+                let nodes = self.nr_nodes();
+                let pick = (0..nodes)
+                    .map(|k| (node as usize + k) % nodes)
+                    .find(|&n| !t.node_partial[n].is_empty());
+                pick.map(|n| {
+                    let id = t.node_partial[n].pop().expect("non-empty");
+                    // Also refill the CPU partial list up to half its budget.
+                    while (cs.partial.len() as u32) < c.cpu_partial_slabs / 2 {
+                        let Some(more) = t.node_partial[n].pop() else {
+                            break;
+                        };
+                        t.slab(more).state = SlabState::CpuPartial(cpu as u16);
+                        cs.partial.push(more);
+                    }
+                    id
+                })
+            };
+            if let Some(id) = next {
+                self.activate(&mut cs, &mut t, id, cpu);
+                drop(t);
+                let i = cs.freelist.pop().expect("a partial slab has free objects");
+                Slab::set(&mut cs.bits, i, false);
+                return Ok(c.obj_addr(cs.active_pfn, i));
+            }
+            drop(t);
+            let id = self.new_slab(c, gfp, node, ctx)?;
+            let mut t = c.slabs.lock();
+            self.activate(&mut cs, &mut t, id, cpu);
+            drop(t);
+            if let Some(i) = cs.freelist.pop() {
+                Slab::set(&mut cs.bits, i, false);
+                return Ok(c.obj_addr(cs.active_pfn, i));
+            }
+        }
+    }
+
+    /// Make a slab the CPU's active slab, moving its free objects to the CPU.
+    fn activate(&self, cs: &mut CpuSlab, t: &mut SlabTable, id: u32, cpu: usize) {
+        let s = t.slab(id);
+        s.state = SlabState::Active(cpu as u16);
+        let taken = std::mem::take(&mut s.free);
+        for &i in &taken {
+            Slab::set(&mut s.free_bits, i, false);
+        }
+        cs.bits.clear();
+        cs.bits.resize(s.free_bits.len(), 0);
+        for &i in &taken {
+            Slab::set(&mut cs.bits, i, true);
+        }
+        cs.active = Some(id);
+        cs.remote = 0;
+        cs.active_pfn = s.pfn;
+        cs.freelist.clear();
+        cs.freelist.extend(taken.iter().rev());
+    }
+
+    /// `allocate_slab`: the preferred order without retrying hard, then the minimum.
+    fn new_slab(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        node: u16,
+        ctx: &AllocContext,
+    ) -> Result<u32, SlabError> {
+        let mut pctx = ctx.clone();
+        pctx.node = Some(node);
+        let base = Gfp(
+            (gfp.0 & !(Gfp::ZERO.0 | Gfp::COMP.0 | Gfp::ACCOUNT.0 | Gfp::ZONEMASK.0))
+                | c.allocflags.0,
+        );
+        let lay = c.layout;
+        let mut first = None;
+        if lay.order > lay.min_order {
+            let light = Gfp((base.0 | Gfp::NOWARN.0 | Gfp::NORETRY.0) & !Gfp::NOFAIL.0);
+            first = self.alloc_pages(light, lay.order, &pctx).ok();
+            if first.is_none() {
+                c.stats.order_fallback.fetch_add(1, Relaxed);
+            }
+        }
+        let block = match first {
+            Some(b) => b,
+            None => self.alloc_pages(
+                base,
+                if lay.order > lay.min_order {
+                    lay.min_order
+                } else {
+                    lay.order
+                },
+                &pctx,
+            )?,
+        };
+        let objects = ((PAGE_SIZE << block.order) / lay.size as u64) as u32;
+        let words = objects.div_ceil(64) as usize;
+        let mut s = Slab {
+            pfn: block.pfn,
+            order: block.order,
+            node: block.node,
+            objects,
+            free: (0..objects).rev().collect(),
+            free_bits: vec![0; words],
+            state: SlabState::Full,
+        };
+        for i in 0..objects {
+            Slab::set(&mut s.free_bits, i, true);
+        }
+        let id = c.slabs.lock().insert(s);
+        // Mark the head page as this cache's slab (PageSlab + slab->slab_cache).
+        let w = self.pages().get(block.pfn);
+        self.pages()
+            .set(block.pfn, w.with_owner(Owner::Slab(c.id)).with_aux(id));
+        if let Some(b) = c.ctor {
+            for i in 0..objects {
+                let a = c.obj_addr(block.pfn, i);
+                self.fill_virt(a, lay.object_size as u64, b);
+            }
+        }
+        c.stats.alloc_slab.fetch_add(1, Relaxed);
+        Ok(id)
+    }
+
+    /// `slab_free` after the object was resolved and checked to be an object start.
+    pub(crate) fn slab_free(
+        &self,
+        c: &KmemCache,
+        o: ObjRef,
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
+        let cpu = self.resolve_cpu(ctx)?;
+        let addr = c.obj_addr(o.slab_pfn, o.index);
+        {
+            let mut cs = c.cpus[cpu].lock();
+            if cs.active == Some(o.slab) && cs.active_pfn == o.slab_pfn {
+                if Slab::bit(&cs.bits, o.index) || (cs.remote > 0 && self.slab_has_free(c, o)) {
+                    return Err(SlabError::DoubleFree {
+                        cache: c.name.clone(),
+                        addr,
+                    });
+                }
+                Slab::set(&mut cs.bits, o.index, true);
+                cs.freelist.push(o.index);
+                c.stats.free_fastpath.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+        }
+        c.stats.free_slowpath.fetch_add(1, Relaxed);
+        loop {
+            let state = c.slabs.lock().slab(o.slab).state;
+            let owner = match state {
+                SlabState::Active(x) => x as usize,
+                _ => cpu,
+            };
+            let mut cs = c.cpus[owner].lock();
+            let mut t = c.slabs.lock();
+            let s = t.slab(o.slab);
+            if s.state != state {
+                continue;
+            }
+            let on_cpu = matches!(state, SlabState::Active(_))
+                && cs.active == Some(o.slab)
+                && Slab::bit(&cs.bits, o.index);
+            if s.is_free(o.index) || on_cpu || state == SlabState::RcuPending {
+                return Err(SlabError::DoubleFree {
+                    cache: c.name.clone(),
+                    addr,
+                });
+            }
+            s.free.push(o.index);
+            Slab::set(&mut s.free_bits, o.index, true);
+            if matches!(state, SlabState::Active(_)) {
+                cs.remote += 1;
+            }
+            let empty = s.free.len() as u32 == s.objects;
+            let node = s.node;
+            match state {
+                SlabState::Full => {
+                    if c.cpu_partial_slabs > 0 {
+                        t.slab(o.slab).state = SlabState::CpuPartial(cpu as u16);
+                        cs.partial.push(o.slab);
+                        c.stats.cpu_partial_free.fetch_add(1, Relaxed);
+                        if cs.partial.len() as u32 > c.cpu_partial_slabs {
+                            let list = std::mem::take(&mut cs.partial);
+                            for id in list {
+                                self.unfreeze_partial(c, &mut t, id);
+                            }
+                        }
+                    } else if empty && t.node_partial[node as usize].len() as u32 >= c.min_partial {
+                        self.discard_slab(c, &mut t, o.slab);
+                    } else {
+                        t.slab(o.slab).state = SlabState::NodePartial;
+                        t.node_partial[node as usize].push(o.slab);
+                    }
+                }
+                SlabState::NodePartial
+                    if empty && t.node_partial[node as usize].len() as u32 > c.min_partial =>
+                {
+                    t.unlink_partial(o.slab, node);
+                    self.discard_slab(c, &mut t, o.slab);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+    }
+
+    fn slab_has_free(&self, c: &KmemCache, o: ObjRef) -> bool {
+        c.slabs.lock().slab(o.slab).is_free(o.index)
+    }
+
+    /// Move a CPU partial slab to its node's list (`__put_partials`), discarding it if
+    /// it is empty and the node has enough partial slabs.
+    fn unfreeze_partial(&self, c: &KmemCache, t: &mut SlabTable, id: u32) {
+        let s = t.slab(id);
+        let (empty, full, node) = (s.free.len() as u32 == s.objects, s.free.is_empty(), s.node);
+        if empty && t.node_partial[node as usize].len() as u32 >= c.min_partial {
+            self.discard_slab(c, t, id);
+        } else if full {
+            t.slab(id).state = SlabState::Full;
+        } else {
+            t.slab(id).state = SlabState::NodePartial;
+            t.node_partial[node as usize].push(id);
+        }
+    }
+
+    /// Give a slab's pages back (after a grace period for TYPESAFE_BY_RCU caches).
+    fn discard_slab(&self, c: &KmemCache, t: &mut SlabTable, id: u32) {
+        if c.flags.contains(SlabFlags::TYPESAFE_BY_RCU) {
+            t.slab(id).state = SlabState::RcuPending;
+            t.rcu_pending.push(id);
+            return;
+        }
+        let s = t.remove(id);
+        let w = self.pages().get(s.pfn);
+        self.pages()
+            .set(s.pfn, w.with_owner(Owner::Pages).with_aux(0));
+        self.free_owned_pages(s.pfn, s.order, 0)
+            .expect("a slab's pages are an allocated block");
+        c.stats.free_slab.fetch_add(1, Relaxed);
+    }
+
+    /// Return every CPU's active and partial slabs to the node lists (`flush_all`).
+    pub(crate) fn flush_all_cpu_slabs(&self, c: &KmemCache) {
+        for cpu in 0..self.nr_cpus() {
+            let mut cs = c.cpus[cpu].lock();
+            let mut t = c.slabs.lock();
+            if let Some(id) = cs.active.take() {
+                let s = t.slab(id);
+                for &i in &cs.freelist {
+                    s.free.push(i);
+                    Slab::set(&mut s.free_bits, i, true);
+                }
+                cs.freelist.clear();
+                cs.bits.clear();
+                cs.remote = 0;
+                s.state = SlabState::CpuPartial(cpu as u16);
+                self.unfreeze_partial(c, &mut t, id);
+            }
+            for id in std::mem::take(&mut cs.partial) {
+                self.unfreeze_partial(c, &mut t, id);
+            }
+        }
+    }
+
+    /// Discard empty node-partial slabs (all of them with `all`, else those above
+    /// `min_partial`). Returns the pages freed.
+    pub(crate) fn shrink_cache(&self, c: &KmemCache, all: bool) -> u64 {
+        let mut t = c.slabs.lock();
+        let before = t.nr_pages;
+        for n in 0..t.node_partial.len() {
+            let empties: Vec<u32> = t.node_partial[n]
+                .iter()
+                .copied()
+                .filter(|&id| {
+                    t.slabs[id as usize]
+                        .as_ref()
+                        .is_some_and(|s| s.free.len() as u32 == s.objects)
+                })
+                .collect();
+            let keep = if all { 0 } else { c.min_partial as usize };
+            for id in empties {
+                if !all && t.node_partial[n].len() <= keep {
+                    break;
+                }
+                t.unlink_partial(id, n as u16);
+                self.discard_slab(c, &mut t, id);
+            }
+        }
+        before - t.nr_pages
+    }
+
+    /// Live (allocated) objects of a cache, assuming CPU slabs were flushed.
+    pub(crate) fn cache_live_objects(&self, c: &KmemCache) -> Vec<u64> {
+        let t = c.slabs.lock();
+        let mut out = Vec::new();
+        for s in t.slabs.iter().flatten() {
+            for i in 0..s.objects {
+                if !s.is_free(i) {
+                    out.push(c.obj_addr(s.pfn, i));
+                }
+            }
+        }
+        out
+    }
+
+    /// `rcu_barrier()`: end the grace period of every TYPESAFE_BY_RCU slab waiting for
+    /// one, freeing its pages. Returns the slabs freed.
+    pub fn rcu_barrier(&self) -> u64 {
+        let mut n = 0;
+        for id in self.caches.ids() {
+            let c = self.caches.get(id).expect("listed");
+            let mut t = c.slabs.lock();
+            for sid in std::mem::take(&mut t.rcu_pending) {
+                let s = t.remove(sid);
+                let w = self.pages().get(s.pfn);
+                self.pages()
+                    .set(s.pfn, w.with_owner(Owner::Pages).with_aux(0));
+                self.free_owned_pages(s.pfn, s.order, 0)
+                    .expect("slab pages");
+                c.stats.free_slab.fetch_add(1, Relaxed);
+                n += 1;
+            }
+        }
+        n
+    }
+}
