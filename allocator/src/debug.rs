@@ -29,6 +29,8 @@ pub struct PageCensus {
     pub pcp: u64,
     pub allocated: u64,
     pub managed: u64,
+    /// Allocated blocks owned by slab caches.
+    pub slab_heads: u64,
 }
 
 impl Machine {
@@ -167,11 +169,15 @@ impl Machine {
             }
             // Walk the zone's pages: heads of pcp and allocated blocks.
             let mut allocated = 0u64;
+            let mut slab_heads = 0u64;
             let mut p = zone.start_pfn;
             while p < zone.end_pfn() {
                 let w = pages.get(p);
                 match w.kind() {
                     PageKind::Alloc | PageKind::Freeing => {
+                        if let crate::page::Owner::Slab(_) = w.owner() {
+                            slab_heads += 1;
+                        }
                         covered.push((p, p + (1 << w.order()), 2));
                         allocated += 1 << w.order();
                         p += 1;
@@ -213,12 +219,21 @@ impl Machine {
                     zone.managed
                 ));
             }
+            census.slab_heads += slab_heads;
             census.free += free;
             census.pcp += pcp;
             census.allocated += allocated;
             census.managed += zone.managed;
         }
         let _ = NR_MIGRATETYPES;
+        match self.check_slabs() {
+            Ok(n) if n != census.slab_heads => bad(format!(
+                "{} slab-owned blocks in memory but caches list {n} slabs",
+                census.slab_heads
+            )),
+            Ok(_) => {}
+            Err(e) => bad(e),
+        }
         if n_err > 0 {
             if n_err > 20 {
                 let _ = writeln!(errs, "... and {} more", n_err - 20);
@@ -232,6 +247,7 @@ impl Machine {
     /// After everything was freed: drain the pcp lists, release HighAtomic reserves,
     /// and check that the free blocks are exactly those of boot (full merge).
     pub fn check_fully_merged(&self) -> Result<(), String> {
+        self.flush_and_shrink_all_caches();
         self.drain_all_pages();
         self.release_highatomic_reserves();
         let census = self.check_invariants()?;
@@ -256,5 +272,99 @@ impl Machine {
             }
         }
         Ok(())
+    }
+}
+
+impl Machine {
+    /// Flush every cache's CPU slabs, end RCU grace periods and give every empty slab
+    /// back (`kmem_cache_shrink` on all caches).
+    pub fn flush_and_shrink_all_caches(&self) {
+        for id in self.caches.ids() {
+            let c = self.caches.get(id).expect("listed");
+            self.flush_all_cpu_slabs(c);
+            self.shrink_cache(c, true);
+        }
+        self.rcu_barrier();
+    }
+
+    /// Check every cache's slabs against their head pages and lists; returns the
+    /// number of slabs.
+    pub fn check_slabs(&self) -> Result<u64, String> {
+        use crate::slab::SlabState;
+        let mut total = 0;
+        let mut errs = Vec::new();
+        for id in self.caches.ids() {
+            let c = self.caches.get(id).expect("listed");
+            let cpus: Vec<_> = c.cpus.iter().map(|m| m.lock()).collect();
+            let t = c.slabs.lock();
+            let (mut n, mut pages, mut objs) = (0u64, 0u64, 0u64);
+            for (sid, s) in t.slabs.iter().enumerate() {
+                let Some(s) = s else { continue };
+                n += 1;
+                pages += 1 << s.order;
+                objs += s.objects as u64;
+                let w = self.pages().get(s.pfn);
+                if w.kind() != PageKind::Alloc
+                    || w.owner() != crate::page::Owner::Slab(id)
+                    || w.aux() as usize != sid
+                    || w.order() != s.order
+                {
+                    errs.push(format!(
+                        "{}: slab {sid} at pfn {:#x} has head word {w:?}",
+                        c.name, s.pfn
+                    ));
+                }
+                let bits: u32 = s.free_bits.iter().map(|b| b.count_ones()).sum();
+                let mut seen = std::collections::HashSet::new();
+                if bits as usize != s.free.len()
+                    || !s
+                        .free
+                        .iter()
+                        .all(|&i| i < s.objects && s.is_free(i) && seen.insert(i))
+                {
+                    errs.push(format!(
+                        "{}: slab {sid} freelist and bitmap disagree",
+                        c.name
+                    ));
+                }
+                let listed = |l: &[u32]| l.contains(&(sid as u32));
+                let ok = match s.state {
+                    SlabState::Active(cpu) => {
+                        let cs = &cpus[cpu as usize];
+                        cs.active == Some(sid as u32)
+                            && cs.freelist.iter().all(|&i| !s.is_free(i))
+                            && cs.freelist.len() as u32 + s.free.len() as u32 <= s.objects
+                    }
+                    SlabState::CpuPartial(cpu) => {
+                        listed(&cpus[cpu as usize].partial) && !s.free.is_empty()
+                    }
+                    SlabState::NodePartial => {
+                        listed(&t.node_partial[s.node as usize]) && !s.free.is_empty()
+                    }
+                    SlabState::Full => {
+                        s.free.is_empty() && !t.node_partial.iter().any(|l| listed(l))
+                    }
+                    SlabState::RcuPending => listed(&t.rcu_pending),
+                };
+                if !ok {
+                    errs.push(format!(
+                        "{}: slab {sid} in state {:?} is not where that state says",
+                        c.name, s.state
+                    ));
+                }
+            }
+            if (n, pages, objs) != (t.nr_slabs, t.nr_pages, t.total_objects) {
+                errs.push(format!(
+                    "{}: counters ({}, {}, {}) but slabs hold ({n}, {pages}, {objs})",
+                    c.name, t.nr_slabs, t.nr_pages, t.total_objects
+                ));
+            }
+            total += n;
+        }
+        if errs.is_empty() {
+            Ok(total)
+        } else {
+            Err(errs.join("\n"))
+        }
     }
 }

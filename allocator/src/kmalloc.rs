@@ -283,7 +283,7 @@ impl Machine {
         let b = self.alloc_pages(gfp.with(Gfp::COMP).without(Gfp::ACCOUNT), order, ctx)?;
         let w = self.pages().get(b.pfn);
         self.pages().set(b.pfn, w.with_owner(Owner::LargeKmalloc));
-        self.large_kmalloc_pages.fetch_add(1 << order, Relaxed);
+        self.large_kmalloc_pages[b.node as usize].fetch_add(1 << order, Relaxed);
         Ok(KmallocObj {
             addr: phys_to_virt(b.phys_addr()),
             cache: None,
@@ -315,7 +315,11 @@ impl Machine {
                     why: e.to_string(),
                 });
             }
-            self.large_kmalloc_pages.fetch_sub(1 << order, Relaxed);
+            let node = self
+                .pages()
+                .zone_of(head)
+                .map_or(0, |z| self.zones[z].node as usize);
+            self.large_kmalloc_pages[node].fetch_sub(1 << order, Relaxed);
             return Ok(());
         }
         let o = self.obj_ref(addr)?;

@@ -191,7 +191,8 @@ pub struct Machine {
     pub(crate) kmalloc_caches: [[crate::slab::CacheId; 13]; 4],
     pub(crate) slab_debug: Option<crate::slab::SlabDebug>,
     pub(crate) slab_nomerge: bool,
-    pub(crate) large_kmalloc_pages: AtomicU64,
+    /// Pages of large kmallocs, per node.
+    pub(crate) large_kmalloc_pages: Vec<AtomicU64>,
     /// kmalloc calls whose DMA32/HIGHMEM bits were stripped.
     pub(crate) kmalloc_fixups: AtomicU64,
 }
@@ -282,7 +283,7 @@ impl Machine {
             kmalloc_caches: [[crate::slab::CacheId(0); 13]; 4],
             slab_debug,
             slab_nomerge,
-            large_kmalloc_pages: AtomicU64::new(0),
+            large_kmalloc_pages: (0..nr_nodes).map(|_| AtomicU64::new(0)).collect(),
             kmalloc_fixups: AtomicU64::new(0),
             layout,
         };

@@ -16,6 +16,9 @@ pub struct Meminfo {
     pub mem_total_kb: u64,
     pub mem_free_kb: u64,
     pub mem_available_kb: u64,
+    pub slab_kb: u64,
+    pub sreclaimable_kb: u64,
+    pub sunreclaim_kb: u64,
     pub commit_limit_kb: u64,
     pub vmalloc_total_kb: u64,
     pub hugepagesize_kb: u64,
@@ -33,8 +36,9 @@ impl Meminfo {
         let wmark_low: u64 = snap.zones.iter().map(|z| z.low).sum();
         // si_mem_available: free above the reserves, plus the reclaimable halves of page
         // cache and reclaimable kernel memory (both 0 until modelled).
+        let (srec, sunrec) = m.slab_pages();
         let pagecache = 0u64;
-        let reclaimable = 0u64;
+        let reclaimable = srec;
         let mut avail = snap.total_free as i64 - snap.totalreserve as i64;
         avail += (pagecache - (pagecache / 2).min(wmark_low)) as i64;
         avail += (reclaimable - (reclaimable / 2).min(wmark_low)) as i64;
@@ -51,6 +55,9 @@ impl Meminfo {
             mem_total_kb: kb(snap.total_managed),
             mem_free_kb: kb(snap.total_free),
             mem_available_kb: kb(avail),
+            slab_kb: kb(srec + sunrec),
+            sreclaimable_kb: kb(srec),
+            sunreclaim_kb: kb(sunrec),
             // vm_commit_limit: totalram × overcommit_ratio (50) / 100, no swap.
             commit_limit_kb: kb(snap.total_managed * 50 / 100),
             vmalloc_total_kb: VMALLOC_TOTAL_KB,
@@ -66,6 +73,9 @@ impl Meminfo {
             "MemTotal" => self.mem_total_kb,
             "MemFree" => self.mem_free_kb,
             "MemAvailable" => self.mem_available_kb,
+            "Slab" => self.slab_kb,
+            "SReclaimable" | "KReclaimable" => self.sreclaimable_kb,
+            "SUnreclaim" => self.sunreclaim_kb,
             "CommitLimit" => self.commit_limit_kb,
             "VmallocTotal" => self.vmalloc_total_kb,
             "Hugepagesize" => self.hugepagesize_kb,

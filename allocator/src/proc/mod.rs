@@ -20,11 +20,20 @@ use crate::stats::Snapshot;
 pub use meminfo::Meminfo;
 
 /// The files this module renders.
-pub const FILES: &[&str] = &["buddyinfo", "pagetypeinfo", "zoneinfo", "meminfo", "vmstat"];
+pub const FILES: &[&str] = &[
+    "buddyinfo",
+    "pagetypeinfo",
+    "zoneinfo",
+    "meminfo",
+    "vmstat",
+    "slabinfo",
+];
 
 /// Unknown file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no such /proc file `{0}`; known: buddyinfo, pagetypeinfo, zoneinfo, meminfo, vmstat")]
+#[error(
+    "no such /proc file `{0}`; known: buddyinfo, pagetypeinfo, zoneinfo, meminfo, vmstat, slabinfo"
+)]
 pub struct UnknownProcFile(pub String);
 
 impl Machine {
@@ -38,6 +47,7 @@ impl Machine {
             "zoneinfo" => zoneinfo::render(self, &snap),
             "meminfo" => meminfo::render(&Meminfo::from_snapshot(self, &snap)),
             "vmstat" => vmstat::render(self, &snap),
+            "slabinfo" => self.slabinfo(),
             _ => return Err(UnknownProcFile(name.to_string())),
         })
     }

@@ -48,9 +48,13 @@ pub(super) fn numa_item(z: &ZoneSnapshot, name: &str) -> u64 {
     }
 }
 
-/// A node stat item's value (per node). Nothing node-level is modelled yet.
-pub(super) fn node_item(_m: &Machine, _node: u16, _name: &str) -> u64 {
-    0
+/// A node stat item's value (per node).
+pub(super) fn node_item(m: &Machine, node: u16, name: &str) -> u64 {
+    match name {
+        "nr_slab_reclaimable" => m.slab_pages_node(node).0,
+        "nr_slab_unreclaimable" => m.slab_pages_node(node).1,
+        _ => 0,
+    }
 }
 
 pub fn render(m: &Machine, snap: &Snapshot) -> String {

@@ -30,7 +30,7 @@ use crate::machine::Machine;
 use crate::page::{Pfn, MAX_CACHES, PAGE_SIZE};
 
 pub use layout::Layout;
-pub use slub::{CpuSlab, Slab};
+pub use slub::{CpuSlab, Slab, SlabState};
 
 /// `PAGE_OFFSET` with 4-level paging: the direct map's base.
 pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
@@ -425,6 +425,8 @@ impl Machine {
             let Some(s) = self.caches.get(id) else {
                 return false;
             };
+            // `slab_unmergeable` with HARDENED_USERCOPY: a usercopy region (kmalloc
+            // caches whitelist everything) rules a cache out.
             let unmergeable = s.flags.intersects(SlabFlags::NEVER_MERGE)
                 || s.ctor.is_some()
                 || s.usersize != 0
@@ -559,6 +561,30 @@ impl Machine {
         Ok(self.shrink_cache(c, true))
     }
 
+    /// Slab pages on one node, (reclaimable, unreclaimable); large kmallocs count as
+    /// unreclaimable slab, as in the kernel.
+    pub fn slab_pages_node(&self, node: u16) -> (u64, u64) {
+        let (mut r, mut u) = (0, 0);
+        for id in self.caches.ids() {
+            let c = self.caches.get(id).expect("listed");
+            let pages: u64 = c
+                .slabs
+                .lock()
+                .slabs
+                .iter()
+                .flatten()
+                .filter(|s| s.node == node)
+                .map(|s| 1u64 << s.order)
+                .sum();
+            if c.flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
+                r += pages;
+            } else {
+                u += pages;
+            }
+        }
+        (r, u + self.large_kmalloc_pages[node as usize].load(Relaxed))
+    }
+
     /// Slab pages in use by all caches, (reclaimable, unreclaimable), in pages.
     pub fn slab_pages(&self) -> (u64, u64) {
         let (mut r, mut u) = (0, 0);
@@ -571,7 +597,12 @@ impl Machine {
                 u += pages;
             }
         }
-        (r, u + self.large_kmalloc_pages.load(Relaxed))
+        let large: u64 = self
+            .large_kmalloc_pages
+            .iter()
+            .map(|p| p.load(Relaxed))
+            .sum();
+        (r, u + large)
     }
 }
 
