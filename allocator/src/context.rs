@@ -106,9 +106,17 @@ pub struct AllocContext {
     /// Give up a `__GFP_NOFAIL` wait at this instant.
     pub deadline: Option<Instant>,
     pub cancel: Option<CancelToken>,
+    /// Who is allocating (the kernel's `_RET_IP_` / `%pS`): shown by slab owner
+    /// tracking and, later, vmallocinfo.
+    pub caller: Option<Arc<str>>,
 }
 
 impl AllocContext {
+    /// The same context with a caller tag.
+    pub fn with_caller(mut self, caller: &str) -> Self {
+        self.caller = Some(caller.into());
+        self
+    }
     pub fn on_cpu(cpu: u16) -> Self {
         AllocContext {
             cpu: Some(cpu),

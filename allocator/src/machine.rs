@@ -631,6 +631,10 @@ impl Machine {
     pub fn stored_pages(&self) -> u64 {
         self.content.stored_pages()
     }
+    pub(crate) fn log_boot(&self) -> Instant {
+        self.log.boot
+    }
+
     /// The kernel log lines (newest last).
     pub fn dmesg(&self) -> Vec<String> {
         self.log.lines.lock().iter().cloned().collect()

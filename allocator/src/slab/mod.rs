@@ -11,6 +11,7 @@
 //! sized by `min_partial`/`cpu_partial`, cache merging (aliases), and destroy with live
 //! objects (refused, reported, the cache stays listed).
 
+pub mod debug;
 pub mod layout;
 mod objects;
 mod slub;
@@ -255,6 +256,7 @@ pub struct KmemCache {
     /// Slabs, node partial lists (the kernel's `n->list_lock`).
     pub(crate) slabs: Mutex<slub::SlabTable>,
     pub stats: CacheStats,
+    pub(crate) dbg: Mutex<debug::DebugState>,
 }
 
 /// A cache's identity as returned by `kmem_cache_create`.
@@ -500,6 +502,7 @@ impl Machine {
             cpus,
             slabs: Mutex::new(slub::SlabTable::new(self.nr_nodes())),
             stats: CacheStats::default(),
+            dbg: Mutex::new(debug::DebugState::default()),
         };
         if self.caches.table[id].set(Box::new(cache)).is_err() {
             unreachable!("cache ids are handed out under the order lock");
@@ -509,7 +512,7 @@ impl Machine {
     }
 
     /// The flags `slab_debug=` adds for a cache (`kmem_cache_flags`).
-    fn slab_debug_flags(&self, name: &str, flags: SlabFlags) -> SlabFlags {
+    pub(crate) fn slab_debug_flags(&self, name: &str, flags: SlabFlags) -> SlabFlags {
         match &self.slab_debug {
             Some(d) => flags.with(d.flags_for(name)),
             None => flags,

@@ -38,7 +38,13 @@ impl Machine {
     ) -> Result<u64, SlabError> {
         let c = self.live_cache(id)?;
         let gfp = ctx.scope.apply(gfp);
-        let addr = self.slab_alloc(c, gfp, ctx)?;
+        let addr = loop {
+            let addr = self.slab_alloc(c, gfp, ctx)?;
+            // A debug cache checks the object first; a corrupted one is quarantined.
+            if !c.debug() || self.debug_on_alloc(c, addr, ctx).is_ok() {
+                break addr;
+            }
+        };
         c.stats.alloc_total.fetch_add(1, Relaxed);
         if gfp.contains(Gfp::ZERO) || self.cfg.init_on_alloc {
             self.zero_virt(addr, c.layout.object_size as u64);
@@ -151,9 +157,26 @@ impl Machine {
     ) -> Result<(), SlabError> {
         let o = self.check_free(id, addr)?;
         let c = self.caches.get(o.cache).expect("resolved");
+        if c.debug() {
+            if self.object_is_free(c, o) {
+                self.report_double_free(c, addr);
+                return Err(SlabError::DoubleFree {
+                    cache: c.name.clone(),
+                    addr,
+                });
+            }
+            if c.dbg.lock().quarantine.contains(&addr) {
+                return Err(SlabError::InvalidFree {
+                    addr,
+                    why: "the object is quarantined after corruption".into(),
+                });
+            }
+            self.debug_on_free(c, addr)?;
+            self.debug_after_free(c, addr, ctx);
+        }
         self.slab_free(c, o, ctx)?;
         c.stats.free_total.fetch_add(1, Relaxed);
-        if self.cfg.init_on_free {
+        if self.cfg.init_on_free && !c.flags.contains(SlabFlags::POISON) {
             self.zero_virt(addr, c.layout.object_size as u64);
         }
         Ok(())

@@ -353,6 +353,11 @@ impl Machine {
                 self.fill_virt(a, lay.object_size as u64, b);
             }
         }
+        if c.debug() {
+            for i in 0..objects {
+                self.init_object(c, c.obj_addr(block.pfn, i), false);
+            }
+        }
         c.stats.alloc_slab.fetch_add(1, Relaxed);
         Ok(id)
     }
@@ -438,6 +443,24 @@ impl Machine {
                 _ => {}
             }
             return Ok(());
+        }
+    }
+
+    /// Is the object free (on its slab's list or its CPU's freelist)? Takes the owner
+    /// CPU's lock, then the table, like the slow free path.
+    pub(crate) fn object_is_free(&self, c: &KmemCache, o: ObjRef) -> bool {
+        loop {
+            let state = c.slabs.lock().slab(o.slab).state;
+            let SlabState::Active(x) = state else {
+                return c.slabs.lock().slab(o.slab).is_free(o.index);
+            };
+            let cs = c.cpus[x as usize].lock();
+            let mut t = c.slabs.lock();
+            if t.slab(o.slab).state != state {
+                continue;
+            }
+            return t.slab(o.slab).is_free(o.index)
+                || (cs.active == Some(o.slab) && Slab::bit(&cs.bits, o.index));
         }
     }
 
