@@ -25,6 +25,7 @@ pub mod gfp;
 pub mod kmalloc;
 pub mod machine;
 pub mod mem;
+pub mod overflow;
 pub mod page;
 pub mod page_alloc;
 pub mod pcp;

@@ -335,6 +335,30 @@ impl Machine {
         )
     }
 
+    /// Like `kmem_cache_create`, but hand back the existing cache when one with this
+    /// name (or alias) is listed — Linux itself allows duplicate names.
+    pub fn kmem_cache_get_or_create(
+        &self,
+        name: &str,
+        size: u32,
+        args: CacheArgs,
+    ) -> Result<CacheId, SlabError> {
+        match self.find_cache(name) {
+            Some(id) => Ok(id),
+            None => self.kmem_cache_create_args(name, size, args),
+        }
+    }
+
+    /// Slabs of TYPESAFE_BY_RCU caches waiting for a grace period ([`Machine::rcu_barrier`]).
+    pub fn rcu_pending_slabs(&self) -> u64 {
+        self.caches
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.caches.get(id))
+            .map(|c| c.slabs.lock().rcu_pending.len() as u64)
+            .sum()
+    }
+
     /// `kmem_cache_create_usercopy`: objects may be copied to and from user space only
     /// within [useroffset, useroffset + usersize).
     pub fn kmem_cache_create_usercopy(
