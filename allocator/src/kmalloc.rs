@@ -296,33 +296,41 @@ impl Machine {
         if addr == 0 || addr == ZERO_SIZE_PTR {
             return Ok(());
         }
-        if let Some((head, order)) = self.large_kmalloc_at(addr)? {
-            if phys_to_virt(head * PAGE_SIZE) != addr {
-                return Err(SlabError::InvalidFree {
-                    addr,
-                    why: "inside a large kmalloc, not its start".into(),
-                });
+        let (head, w) = self.resolve_block(addr)?;
+        match w.owner() {
+            Owner::Slab(_) => {
+                let o = self.obj_ref_in(addr, head, w)?;
+                self.kfree_object(addr, o, ctx)
             }
-            let w = self.pages().get(head);
-            self.pages().set(head, w.with_owner(Owner::Pages));
-            let cpu = self.resolve_cpu(ctx)?;
-            if let Err(e) = self.free_owned_pages(head, order, cpu) {
-                self.pages().set(head, w);
-                return Err(SlabError::InvalidFree {
-                    addr,
-                    why: e.to_string(),
-                });
+            Owner::LargeKmalloc => {
+                if phys_to_virt(head * PAGE_SIZE) != addr {
+                    return Err(SlabError::InvalidFree {
+                        addr,
+                        why: "inside a large kmalloc, not its start".into(),
+                    });
+                }
+                let order = w.order();
+                self.pages().set(head, w.with_owner(Owner::Pages));
+                let cpu = self.resolve_cpu(ctx)?;
+                if let Err(e) = self.free_owned_pages(head, order, cpu) {
+                    self.pages().set(head, w);
+                    return Err(SlabError::InvalidFree {
+                        addr,
+                        why: e.to_string(),
+                    });
+                }
+                let node = self
+                    .pages()
+                    .zone_of(head)
+                    .map_or(0, |z| self.zones[z].node as usize);
+                self.large_kmalloc_pages[node].fetch_sub(1 << order, Relaxed);
+                Ok(())
             }
-            let node = self
-                .pages()
-                .zone_of(head)
-                .map_or(0, |z| self.zones[z].node as usize);
-            self.large_kmalloc_pages[node].fetch_sub(1 << order, Relaxed);
-            return Ok(());
+            Owner::Pages => Err(SlabError::InvalidFree {
+                addr,
+                why: "not a slab object or large kmalloc (a page allocation)".into(),
+            }),
         }
-        let o = self.obj_ref(addr)?;
-        let c = self.caches.get(o.cache).expect("resolved");
-        self.kmem_cache_free(CacheId(c.id), addr, ctx)
     }
 
     /// The large kmalloc block holding `addr`, if that is what it is.

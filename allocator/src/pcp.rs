@@ -16,7 +16,6 @@
 use std::collections::VecDeque;
 
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 
 use crate::page::{MigrateType, Pfn, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
 use crate::vmstat::Events;
@@ -161,11 +160,16 @@ pub struct CpuState {
     pub events: Events,
 }
 
+/// The lock of a simulated CPU's private state. Almost never contended (a thread works
+/// as one CPU), so it is a spin lock that takes one atomic operation to lock and a
+/// plain store to unlock, yielding the thread while another holds it.
+pub type CpuLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
+
 /// A simulated CPU.
 pub struct Cpu {
     pub id: u16,
     pub node: u16,
-    pub state: CachePadded<Mutex<CpuState>>,
+    pub state: CachePadded<CpuLock<CpuState>>,
 }
 
 impl Cpu {
@@ -175,7 +179,7 @@ impl Cpu {
         Cpu {
             id,
             node,
-            state: CachePadded::new(Mutex::new(CpuState {
+            state: CachePadded::new(CpuLock::new(CpuState {
                 pcp,
                 events: Events::default(),
             })),

@@ -218,20 +218,17 @@ impl SlabError {
     }
 }
 
-/// Per-cache event counters (`/sys/kernel/slab/<cache>/alloc_fastpath` …).
+/// Per-cache slow-path event counters (`/sys/kernel/slab/<cache>/alloc_slowpath` …);
+/// the fast-path ones live in each [`CpuSlab`].
 #[derive(Debug, Default)]
 pub struct CacheStats {
-    pub alloc_fastpath: AtomicU64,
     pub alloc_slowpath: AtomicU64,
-    pub free_fastpath: AtomicU64,
     pub free_slowpath: AtomicU64,
     pub alloc_slab: AtomicU64,
     pub free_slab: AtomicU64,
     pub cpu_partial_alloc: AtomicU64,
     pub cpu_partial_free: AtomicU64,
     pub order_fallback: AtomicU64,
-    pub alloc_total: AtomicU64,
-    pub free_total: AtomicU64,
 }
 
 /// A slab cache (`struct kmem_cache`).
@@ -252,7 +249,7 @@ pub struct KmemCache {
     pub(crate) refcount: AtomicI64,
     pub(crate) destroyed: AtomicBool,
     pub(crate) aliases: Mutex<Vec<String>>,
-    pub(crate) cpus: Vec<CachePadded<Mutex<CpuSlab>>>,
+    pub(crate) cpus: Vec<CachePadded<crate::pcp::CpuLock<CpuSlab>>>,
     /// Slabs, node partial lists (the kernel's `n->list_lock`).
     pub(crate) slabs: Mutex<slub::SlabTable>,
     pub stats: CacheStats,
@@ -506,7 +503,7 @@ impl Machine {
             return Err(SlabError::TooManyCaches);
         }
         let cpus = (0..self.nr_cpus())
-            .map(|_| CachePadded::new(Mutex::new(CpuSlab::default())))
+            .map(|_| CachePadded::new(crate::pcp::CpuLock::new(CpuSlab::default())))
             .collect();
         let cache = KmemCache {
             id: id as u16,

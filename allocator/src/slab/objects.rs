@@ -45,7 +45,6 @@ impl Machine {
                 break addr;
             }
         };
-        c.stats.alloc_total.fetch_add(1, Relaxed);
         if gfp.contains(Gfp::ZERO) || self.cfg.init_on_alloc {
             self.zero_virt(addr, c.layout.object_size as u64);
         }
@@ -134,16 +133,33 @@ impl Machine {
                 addr,
             });
         }
+        Self::check_start(actual, o, addr)?;
+        Ok(o)
+    }
+
+    fn check_start(c: &KmemCache, o: super::ObjRef, addr: u64) -> Result<(), SlabError> {
         if o.delta != 0 {
             return Err(SlabError::InvalidFree {
                 addr,
                 why: format!(
                     "{} bytes into an object of {}, not its start",
-                    o.delta, actual.name
+                    o.delta, c.name
                 ),
             });
         }
-        Ok(o)
+        Ok(())
+    }
+
+    /// Free an object that `kfree` resolved (no cache was named).
+    pub(crate) fn kfree_object(
+        &self,
+        addr: u64,
+        o: super::ObjRef,
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
+        let c = self.caches.get(o.cache).expect("resolved");
+        Self::check_start(c, o, addr)?;
+        self.cache_free(c, o, addr, ctx)
     }
 
     /// `kmem_cache_free(cache, addr)`: the address must be an object start of this
@@ -157,6 +173,16 @@ impl Machine {
     ) -> Result<(), SlabError> {
         let o = self.check_free(id, addr)?;
         let c = self.caches.get(o.cache).expect("resolved");
+        self.cache_free(c, o, addr, ctx)
+    }
+
+    fn cache_free(
+        &self,
+        c: &KmemCache,
+        o: super::ObjRef,
+        addr: u64,
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
         if c.debug() {
             if self.object_is_free(c, o) {
                 self.report_double_free(c, addr);
@@ -175,7 +201,6 @@ impl Machine {
             self.debug_after_free(c, addr, ctx);
         }
         self.slab_free(c, o, ctx)?;
-        c.stats.free_total.fetch_add(1, Relaxed);
         if self.cfg.init_on_free && !c.flags.contains(SlabFlags::POISON) {
             self.zero_virt(addr, c.layout.object_size as u64);
         }
@@ -317,14 +342,15 @@ impl Machine {
         let free = t.partial_free_objects();
         let (nr_slabs, objects) = (t.nr_slabs, t.total_objects);
         drop(t);
-        let cpu_slabs = c
-            .cpus
-            .iter()
-            .map(|cs| {
-                let cs = cs.lock();
-                cs.active.is_some() as u64 + cs.partial.len() as u64
-            })
-            .sum();
+        let (mut cpu_slabs, mut fast) = (0, [0u64; 4]);
+        for cs in &c.cpus {
+            let cs = cs.lock();
+            cpu_slabs += cs.active.is_some() as u64 + cs.partial.len() as u64;
+            fast[0] += cs.alloc_fastpath;
+            fast[1] += cs.free_fastpath;
+            fast[2] += cs.alloc_total;
+            fast[3] += cs.free_total;
+        }
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         CacheInfo {
             name: c.name.clone(),
@@ -343,15 +369,15 @@ impl Machine {
             cpu_partial: c.cpu_partial_objects,
             reclaim_account: c.flags.contains(SlabFlags::RECLAIM_ACCOUNT),
             flags: format!("{:?}", c.flags),
-            alloc_fastpath: g(&c.stats.alloc_fastpath),
+            alloc_fastpath: fast[0],
             alloc_slowpath: g(&c.stats.alloc_slowpath),
-            free_fastpath: g(&c.stats.free_fastpath),
+            free_fastpath: fast[1],
             free_slowpath: g(&c.stats.free_slowpath),
             alloc_slab: g(&c.stats.alloc_slab),
             free_slab: g(&c.stats.free_slab),
             order_fallback: g(&c.stats.order_fallback),
-            alloc_total: g(&c.stats.alloc_total),
-            free_total: g(&c.stats.free_total),
+            alloc_total: fast[2],
+            free_total: fast[3],
             destroyed: c.destroyed.load(Relaxed),
         }
     }

@@ -16,7 +16,7 @@ use super::{KmemCache, ObjRef, SlabError, SlabFlags, PAGE_OFFSET};
 use crate::context::AllocContext;
 use crate::gfp::Gfp;
 use crate::machine::Machine;
-use crate::page::{Owner, PageKind, Pfn, PAGE_SIZE};
+use crate::page::{Owner, PageKind, PageWord, Pfn, PAGE_SIZE};
 
 /// Where a slab is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,11 +146,15 @@ pub struct CpuSlab {
     /// Objects other CPUs freed into the active slab's own list since it was taken;
     /// while 0 the fast free path needs no lock beyond this CPU's.
     pub remote: u32,
+    pub alloc_fastpath: u64,
+    pub free_fastpath: u64,
+    pub alloc_total: u64,
+    pub free_total: u64,
 }
 
 impl Machine {
-    /// Resolve an address to (cache, slab, object): `virt_to_slab` + object index.
-    pub(crate) fn obj_ref(&self, addr: u64) -> Result<ObjRef, SlabError> {
+    /// The allocated block holding a direct-map address (`virt_to_folio`).
+    pub(crate) fn resolve_block(&self, addr: u64) -> Result<(Pfn, PageWord), SlabError> {
         let invalid = |why: &str| SlabError::InvalidFree {
             addr,
             why: why.into(),
@@ -168,6 +172,27 @@ impl Machine {
         if w.kind() != PageKind::Alloc {
             return Err(invalid("inside a free block"));
         }
+        Ok((head, w))
+    }
+
+    /// Resolve an address to (cache, slab, object): `virt_to_slab` + object index.
+    pub(crate) fn obj_ref(&self, addr: u64) -> Result<ObjRef, SlabError> {
+        let (head, w) = self.resolve_block(addr)?;
+        self.obj_ref_in(addr, head, w)
+    }
+
+    /// [`Machine::obj_ref`] for an already resolved block.
+    #[inline]
+    pub(crate) fn obj_ref_in(
+        &self,
+        addr: u64,
+        head: Pfn,
+        w: PageWord,
+    ) -> Result<ObjRef, SlabError> {
+        let invalid = |why: &str| SlabError::InvalidFree {
+            addr,
+            why: why.into(),
+        };
         let Owner::Slab(cache) = w.owner() else {
             return Err(invalid("not a slab object"));
         };
@@ -180,18 +205,18 @@ impl Machine {
             return Err(invalid("inside the slab's left red zone"));
         }
         let off = addr - base;
-        let index = (off / c.layout.size as u64) as u32;
-        let slab = w.aux();
-        let objects = ((PAGE_SIZE << w.order()) / c.layout.size as u64) as u32;
+        let size = c.layout.size as u64;
+        let index = (off / size) as u32;
+        let objects = ((PAGE_SIZE << w.order()) / size) as u32;
         if index >= objects {
             return Err(invalid("in the slab's unused tail"));
         }
         Ok(ObjRef {
             cache,
-            slab,
+            slab: w.aux(),
             slab_pfn: head,
             index,
-            delta: off % c.layout.size as u64,
+            delta: off % size,
         })
     }
 
@@ -204,9 +229,10 @@ impl Machine {
     ) -> Result<u64, SlabError> {
         let cpu = self.resolve_cpu(ctx)?;
         let mut cs = c.cpus[cpu].lock();
+        cs.alloc_total += 1;
         if let Some(i) = cs.freelist.pop() {
             Slab::set(&mut cs.bits, i, false);
-            c.stats.alloc_fastpath.fetch_add(1, Relaxed);
+            cs.alloc_fastpath += 1;
             return Ok(c.obj_addr(cs.active_pfn, i));
         }
         c.stats.alloc_slowpath.fetch_add(1, Relaxed);
@@ -382,7 +408,8 @@ impl Machine {
                 }
                 Slab::set(&mut cs.bits, o.index, true);
                 cs.freelist.push(o.index);
-                c.stats.free_fastpath.fetch_add(1, Relaxed);
+                cs.free_fastpath += 1;
+                cs.free_total += 1;
                 return Ok(());
             }
         }
@@ -410,6 +437,7 @@ impl Machine {
             }
             s.free.push(o.index);
             Slab::set(&mut s.free_bits, o.index, true);
+            cs.free_total += 1;
             if matches!(state, SlabState::Active(_)) {
                 cs.remote += 1;
             }
