@@ -108,8 +108,9 @@ pub fn kmalloc_size_roundup(size: u64) -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KmallocObj {
     pub addr: u64,
-    /// The cache that served it (`None` for a large kmalloc or ZERO_SIZE_PTR).
-    pub cache: Option<String>,
+    /// The cache that served it (`None` for a large kmalloc or ZERO_SIZE_PTR); its
+    /// name is [`Machine::cache_name`].
+    pub cache: Option<CacheId>,
     /// `ksize`: usable bytes.
     pub ksize: u64,
     /// Page order of a large kmalloc.
@@ -195,8 +196,8 @@ impl Machine {
         let c = self.caches.get(id.0).expect("kmalloc cache");
         Ok(KmallocObj {
             addr,
-            cache: Some(c.name.clone()),
-            ksize: c.layout.object_size as u64,
+            cache: Some(id),
+            ksize: c.slab_ksize(),
             order: None,
         })
     }
@@ -395,11 +396,7 @@ impl Machine {
             if gfp.contains(Gfp::ZERO) {
                 self.zero_virt(addr + new_size, ks - new_size);
             }
-            let cache = self
-                .obj_ref(addr)
-                .ok()
-                .and_then(|o| self.caches.get(o.cache))
-                .map(|c| c.name.clone());
+            let cache = self.obj_ref(addr).ok().map(|o| CacheId(o.cache));
             return Ok(KmallocObj {
                 addr,
                 cache,

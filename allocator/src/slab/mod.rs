@@ -303,6 +303,11 @@ impl Machine {
             .ok_or(SlabError::NoSuchCache(id.0 as u32))
     }
 
+    /// A cache's name ("?" for an unknown id).
+    pub fn cache_name(&self, id: CacheId) -> &str {
+        self.caches.get(id.0).map_or("?", |c| c.name.as_str())
+    }
+
     /// Look up a cache by name (the original or an alias), newest first.
     pub fn find_cache(&self, name: &str) -> Option<CacheId> {
         self.caches.ids().into_iter().rev().find_map(|id| {
