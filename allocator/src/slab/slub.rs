@@ -288,9 +288,21 @@ impl Machine {
                 return Ok(c.obj_addr(cs.active_pfn, i));
             }
             drop(t);
+            // Allocate the slab holding no slab lock: the page allocator may wait
+            // (__GFP_NOFAIL) and other users of this CPU must be able to free meanwhile.
+            drop(cs);
             let id = self.new_slab(c, gfp, node, ctx)?;
+            cs = c.cpus[cpu].lock();
             let mut t = c.slabs.lock();
-            self.activate(&mut cs, &mut t, id, cpu);
+            if cs.active.is_none() && cs.freelist.is_empty() {
+                self.activate(&mut cs, &mut t, id, cpu);
+            } else {
+                // Someone refilled this CPU meanwhile: the new slab joins the node list.
+                let s = t.slab(id);
+                s.state = SlabState::NodePartial;
+                let n = s.node as usize;
+                t.node_partial[n].push(id);
+            }
             drop(t);
             if let Some(i) = cs.freelist.pop() {
                 Slab::set(&mut cs.bits, i, false);
