@@ -205,10 +205,15 @@ impl Machine {
             return Err(invalid("inside the slab's left red zone"));
         }
         let off = addr - base;
-        let size = c.layout.size as u64;
-        let index = (off / size) as u32;
-        let objects = ((PAGE_SIZE << w.order()) / size) as u32;
-        if index >= objects {
+        let slab_bytes = PAGE_SIZE << w.order();
+        if off >= slab_bytes {
+            return Err(invalid("in the slab's unused tail"));
+        }
+        // A slab is at most 4 MiB, so 32-bit division (much cheaper than 64-bit, the
+        // reason the kernel keeps `reciprocal_size`) is exact.
+        let size = c.layout.size;
+        let index = off as u32 / size;
+        if index >= slab_bytes as u32 / size {
             return Err(invalid("in the slab's unused tail"));
         }
         Ok(ObjRef {
@@ -216,7 +221,7 @@ impl Machine {
             slab: w.aux(),
             slab_pfn: head,
             index,
-            delta: off % size,
+            delta: (off as u32 - index * size) as u64,
         })
     }
 
