@@ -31,6 +31,8 @@ pub struct PageCensus {
     pub managed: u64,
     /// Allocated blocks owned by slab caches.
     pub slab_heads: u64,
+    /// Allocated blocks backing vmalloc areas.
+    pub vmalloc_heads: u64,
 }
 
 impl Machine {
@@ -170,13 +172,16 @@ impl Machine {
             // Walk the zone's pages: heads of pcp and allocated blocks.
             let mut allocated = 0u64;
             let mut slab_heads = 0u64;
+            let mut vmalloc_heads = 0u64;
             let mut p = zone.start_pfn;
             while p < zone.end_pfn() {
                 let w = pages.get(p);
                 match w.kind() {
                     PageKind::Alloc | PageKind::Freeing => {
-                        if let crate::page::Owner::Slab(_) = w.owner() {
-                            slab_heads += 1;
+                        match w.owner() {
+                            crate::page::Owner::Slab(_) => slab_heads += 1,
+                            crate::page::Owner::Vmalloc => vmalloc_heads += 1,
+                            _ => {}
                         }
                         covered.push((p, p + (1 << w.order()), 2));
                         allocated += 1 << w.order();
@@ -220,6 +225,7 @@ impl Machine {
                 ));
             }
             census.slab_heads += slab_heads;
+            census.vmalloc_heads += vmalloc_heads;
             census.free += free;
             census.pcp += pcp;
             census.allocated += allocated;
@@ -230,6 +236,14 @@ impl Machine {
             Ok(n) if n != census.slab_heads => bad(format!(
                 "{} slab-owned blocks in memory but caches list {n} slabs",
                 census.slab_heads
+            )),
+            Ok(_) => {}
+            Err(e) => bad(e),
+        }
+        match self.check_vmalloc() {
+            Ok(n) if n != census.vmalloc_heads => bad(format!(
+                "{} vmalloc-owned blocks in memory but areas map {n}",
+                census.vmalloc_heads
             )),
             Ok(_) => {}
             Err(e) => bad(e),
@@ -248,11 +262,18 @@ impl Machine {
     /// and check that the free blocks are exactly those of boot (full merge).
     pub fn check_fully_merged(&self) -> Result<(), String> {
         self.flush_and_shrink_all_caches();
+        self.purge_vmap_areas();
         self.drain_all_pages();
         self.release_highatomic_reserves();
         let census = self.check_invariants()?;
         if census.allocated != 0 {
             return Err(format!("{} pages are still allocated", census.allocated));
+        }
+        let v = self.vmalloc_counts();
+        if v.areas != 0
+            || v.free_space_bytes != crate::vmalloc::VMALLOC_END - crate::vmalloc::VMALLOC_START
+        {
+            return Err(format!("vmalloc space not whole again: {v:?}"));
         }
         for z in &self.zones {
             let now = self.free_blocks(z.id);
@@ -363,6 +384,74 @@ impl Machine {
         }
         if errs.is_empty() {
             Ok(total)
+        } else {
+            Err(errs.join("\n"))
+        }
+    }
+}
+
+impl Machine {
+    /// Check vmalloc: areas are disjoint and separate from free and purge-pending
+    /// space, together covering the whole range; every allocated area's page-table
+    /// entries are blocks owned by vmalloc. Returns the blocks mapped.
+    pub fn check_vmalloc(&self) -> Result<u64, String> {
+        use crate::vmalloc::{VmFlags, VMALLOC_END, VMALLOC_START};
+        let st = self.vmap.lock();
+        let mut errs = Vec::new();
+        let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+        let mut blocks = 0u64;
+        for (&s, a) in &st.busy {
+            if s != a.start {
+                errs.push(format!("area keyed {s:#x} starts at {:#x}", a.start));
+            }
+            spans.push((a.start, a.end(), "busy"));
+            if a.flags.contains(VmFlags::ALLOC) {
+                for chunk in a.pages.chunks(1 << a.page_order) {
+                    let w = self.pages().get(chunk[0]);
+                    if w.kind() != PageKind::Alloc
+                        || w.owner() != crate::page::Owner::Vmalloc
+                        || w.order() != a.page_order
+                    {
+                        errs.push(format!(
+                            "area {:#x}: page {:#x} has word {w:?}",
+                            a.start, chunk[0]
+                        ));
+                    }
+                    blocks += 1;
+                }
+                let expect = (a.usable() / crate::page::PAGE_SIZE) as usize;
+                if a.pages.len() != expect {
+                    errs.push(format!(
+                        "area {:#x}: {} pages mapped for {expect} usable",
+                        a.start,
+                        a.pages.len()
+                    ));
+                }
+            }
+        }
+        for &(s, size) in &st.purge_list {
+            spans.push((s, s + size, "purge"));
+        }
+        let free = st.free.ranges();
+        for (s, e) in free {
+            spans.push((s, e, "free"));
+        }
+        spans.sort_unstable();
+        let mut at = VMALLOC_START;
+        for (s, e, kind) in &spans {
+            if *s != at {
+                errs.push(format!(
+                    "vmalloc space {at:#x}..{s:#x} is {} ({kind} follows)",
+                    if *s > at { "lost" } else { "double-owned" }
+                ));
+            }
+            at = *e;
+        }
+        if at != VMALLOC_END {
+            errs.push(format!("vmalloc space ends at {at:#x}"));
+        }
+        if errs.is_empty() {
+            Ok(blocks)
         } else {
             Err(errs.join("\n"))
         }

@@ -327,7 +327,7 @@ impl Machine {
                 self.large_kmalloc_pages[node].fetch_sub(1 << order, Relaxed);
                 Ok(())
             }
-            Owner::Pages => Err(SlabError::InvalidFree {
+            Owner::Pages | Owner::Vmalloc => Err(SlabError::InvalidFree {
                 addr,
                 why: "not a slab object or large kmalloc (a page allocation)".into(),
             }),

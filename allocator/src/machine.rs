@@ -195,6 +195,8 @@ pub struct Machine {
     pub(crate) large_kmalloc_pages: Vec<AtomicU64>,
     /// kmalloc calls whose DMA32/HIGHMEM bits were stripped.
     pub(crate) kmalloc_fixups: AtomicU64,
+    pub(crate) vmap: crate::vmalloc::Vmap,
+    pub(crate) vstats: crate::vmalloc::VmallocStats,
 }
 
 thread_local! {
@@ -285,6 +287,8 @@ impl Machine {
             slab_nomerge,
             large_kmalloc_pages: (0..nr_nodes).map(|_| AtomicU64::new(0)).collect(),
             kmalloc_fixups: AtomicU64::new(0),
+            vmap: Mutex::new(crate::vmalloc::VmapState::new()),
+            vstats: Default::default(),
             layout,
         };
         m.free_boot_memory();

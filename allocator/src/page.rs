@@ -15,7 +15,7 @@
 //! | 8..11 | migratetype (free list for a buddy page, requested type for an allocation) |
 //! | 11    | compound (`__GFP_COMP`) |
 //! | 12    | pfmemalloc (taken from the reserves, `ALLOC_NO_WATERMARKS`) |
-//! | 16..28| owner of an allocated block: 0 page allocator user, 1 large kmalloc, n+2 slab cache n |
+//! | 16..28| owner of an allocated block: 0 page allocator user, 1 large kmalloc, 2 vmalloc, n+3 slab cache n |
 //! | 32..64| index in its buddy free list (O(1) removal), the CPU whose pcp list holds it, or a slab's id in its cache |
 //!
 //! Only block heads carry state; tail pages stay zero ([`PageKind::None`]). So "is the
@@ -136,12 +136,14 @@ pub enum Owner {
     Pages,
     /// A large kmalloc (> 8 KiB), freed by `kfree`.
     LargeKmalloc,
+    /// Backing a vmalloc area, freed by `vfree`.
+    Vmalloc,
     /// A slab of the cache with this id.
     Slab(u16),
 }
 
 /// Most slab caches a machine can hold.
-pub const MAX_CACHES: usize = 0xfff - 2;
+pub const MAX_CACHES: usize = 0xfff - 3;
 
 impl PageWord {
     pub const NONE: PageWord = PageWord(0);
@@ -182,7 +184,8 @@ impl PageWord {
         match (self.0 & OWNER_MASK) >> OWNER_SHIFT {
             0 => Owner::Pages,
             1 => Owner::LargeKmalloc,
-            n => Owner::Slab((n - 2) as u16),
+            2 => Owner::Vmalloc,
+            n => Owner::Slab((n - 3) as u16),
         }
     }
     #[inline]
@@ -191,7 +194,8 @@ impl PageWord {
         let v = match o {
             Owner::Pages => 0,
             Owner::LargeKmalloc => 1,
-            Owner::Slab(id) => id as u64 + 2,
+            Owner::Vmalloc => 2,
+            Owner::Slab(id) => id as u64 + 3,
         };
         PageWord((self.0 & !OWNER_MASK) | (v << OWNER_SHIFT))
     }

@@ -21,6 +21,7 @@ pub struct Meminfo {
     pub sunreclaim_kb: u64,
     pub commit_limit_kb: u64,
     pub vmalloc_total_kb: u64,
+    pub vmalloc_used_kb: u64,
     pub hugepagesize_kb: u64,
     pub direct_map_4k_kb: u64,
     pub direct_map_2m_kb: u64,
@@ -61,6 +62,7 @@ impl Meminfo {
             // vm_commit_limit: totalram × overcommit_ratio (50) / 100, no swap.
             commit_limit_kb: kb(snap.total_managed * 50 / 100),
             vmalloc_total_kb: VMALLOC_TOTAL_KB,
+            vmalloc_used_kb: kb(m.vmalloc_nr_pages()),
             hugepagesize_kb: 2048,
             direct_map_4k_kb: dm4k >> 10,
             direct_map_2m_kb: dm2m >> 10,
@@ -78,6 +80,8 @@ impl Meminfo {
             "SUnreclaim" => self.sunreclaim_kb,
             "CommitLimit" => self.commit_limit_kb,
             "VmallocTotal" => self.vmalloc_total_kb,
+            // VmallocChunk has printed 0 since v5.3.
+            "VmallocUsed" => self.vmalloc_used_kb,
             "Hugepagesize" => self.hugepagesize_kb,
             "DirectMap4k" => self.direct_map_4k_kb,
             "DirectMap2M" => self.direct_map_2m_kb,

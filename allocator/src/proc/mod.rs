@@ -48,6 +48,7 @@ impl Machine {
             "meminfo" => meminfo::render(&Meminfo::from_snapshot(self, &snap)),
             "vmstat" => vmstat::render(self, &snap),
             "slabinfo" => self.slabinfo(),
+            "vmallocinfo" => self.vmallocinfo(),
             _ => return Err(UnknownProcFile(name.to_string())),
         })
     }

@@ -264,6 +264,26 @@ impl Machine {
             addr,
             why: why.to_string(),
         };
+        if crate::vmalloc::is_vmalloc_addr(addr) {
+            // check_heap_object for vmalloc: the copy must stay inside one area.
+            return match self.find_vm_area(addr) {
+                Some(a)
+                    if addr
+                        .checked_add(len)
+                        .is_some_and(|e| e <= a.start + a.usable()) =>
+                {
+                    Ok(())
+                }
+                Some(a) => Err(SlabError::Usercopy {
+                    cache: "vmalloc".into(),
+                    what,
+                    offset: addr - a.start,
+                    len,
+                    window: format!("area of {} bytes", a.usable()),
+                }),
+                None => Err(bad("no vmalloc area there")),
+            };
+        }
         if addr < PAGE_OFFSET || addr.checked_add(len).is_none() {
             return Err(bad("not a kernel direct-map address"));
         }
@@ -318,6 +338,12 @@ impl Machine {
     /// `copy_from_user(addr, data)`: write `data` into kernel memory at `addr`.
     pub fn copy_from_user(&self, addr: u64, data: &[u8]) -> Result<(), SlabError> {
         self.usercopy_check(addr, data.len() as u64, "copy_from_user")?;
+        if crate::vmalloc::is_vmalloc_addr(addr) {
+            return self.vwrite(addr, data).map_err(|e| SlabError::InvalidFree {
+                addr,
+                why: e.to_string(),
+            });
+        }
         self.write_virt(addr, data);
         Ok(())
     }
@@ -325,6 +351,14 @@ impl Machine {
     /// `copy_to_user(addr, len)`: read `len` bytes of kernel memory at `addr`.
     pub fn copy_to_user(&self, addr: u64, len: u64) -> Result<Vec<u8>, SlabError> {
         self.usercopy_check(addr, len, "copy_to_user")?;
+        if crate::vmalloc::is_vmalloc_addr(addr) {
+            return self
+                .vread(addr, len as usize)
+                .map_err(|e| SlabError::InvalidFree {
+                    addr,
+                    why: e.to_string(),
+                });
+        }
         Ok(self.read_virt(addr, len as usize))
     }
 
@@ -445,6 +479,7 @@ impl Machine {
         match o {
             Owner::Pages => "the page allocator".into(),
             Owner::LargeKmalloc => "a large kmalloc".into(),
+            Owner::Vmalloc => "a vmalloc area".into(),
             Owner::Slab(id) => match self.caches.get(id) {
                 Some(c) => format!("slab cache {}", c.name),
                 None => format!("slab cache #{id}"),
