@@ -29,7 +29,11 @@ impl Rng {
 }
 
 fn machine() -> Machine {
-    Machine::boot(MachineConfig { cpus: 2, ..MachineConfig::bare(ByteSize::gib(16)) }).unwrap()
+    Machine::boot(MachineConfig {
+        cpus: 2,
+        ..MachineConfig::bare(ByteSize::gib(16))
+    })
+    .unwrap()
 }
 
 fn sizes(n: usize) -> Vec<u64> {
@@ -42,7 +46,8 @@ pub fn pairs(c: &mut Criterion, host: &str) {
     let m = machine();
     let ctx = AllocContext::on_cpu(0);
     let mut g = c.benchmark_group("kmalloc_pair");
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
     g.bench_function(BenchmarkId::new("64B", "kmem"), |b| {
         b.iter(|| {
@@ -79,16 +84,24 @@ pub fn churn(c: &mut Criterion, host: &str) {
     let m = machine();
     let ctx = AllocContext::on_cpu(0);
     let mut g = c.benchmark_group("kmalloc_churn_1M_live");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g.throughput(Throughput::Elements(1));
     let sz = sizes(LIVE);
-    let mut live: Vec<u64> = sz.iter().map(|&s| m.kmalloc(s, Gfp::GFP_KERNEL, &ctx).unwrap().addr).collect();
+    let mut live: Vec<u64> = sz
+        .iter()
+        .map(|&s| m.kmalloc(s, Gfp::GFP_KERNEL, &ctx).unwrap().addr)
+        .collect();
     let mut r = Rng::new(7);
     g.bench_function(BenchmarkId::new("step", "kmem"), |b| {
         b.iter(|| {
             let i = (r.next() as usize) % LIVE;
             m.kfree(live[i], &ctx).unwrap();
-            live[i] = m.kmalloc(sz[(i * 7) % LIVE], Gfp::GFP_KERNEL, &ctx).unwrap().addr;
+            live[i] = m
+                .kmalloc(sz[(i * 7) % LIVE], Gfp::GFP_KERNEL, &ctx)
+                .unwrap()
+                .addr;
         })
     });
     drop(live);
@@ -108,7 +121,8 @@ pub fn churn(c: &mut Criterion, host: &str) {
 pub fn threads(c: &mut Criterion) {
     let m = machine();
     let mut g = c.benchmark_group("kmalloc_pair_threads");
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for t in [1u16, 2] {
         g.throughput(Throughput::Elements(t as u64 * 10_000));
         g.bench_function(BenchmarkId::from_parameter(t), |b| {
