@@ -47,6 +47,10 @@ impl Wmark {
 /// (`swap_remove`, then the moved page's index is fixed up).
 pub struct FreeArea {
     lists: [[Vec<u32>; NR_MIGRATETYPES]; NR_ORDERS],
+    /// Pages on the lists; mirrored to `Zone::nr_free` with plain stores (one writer:
+    /// the lock holder), so list operations need no atomic read-modify-write.
+    nr_free: u64,
+    nr_free_highatomic: u64,
 }
 
 /// A zone.
@@ -90,6 +94,8 @@ impl Zone {
             managed: l.managed,
             area: CachePadded::new(Mutex::new(FreeArea {
                 lists: Default::default(),
+                nr_free: 0,
+                nr_free_highatomic: 0,
             })),
             nr_free: CachePadded::new(AtomicU64::new(0)),
             nr_free_blocks: Default::default(),
@@ -197,9 +203,13 @@ impl Buddy<'_> {
             let ow = self.pages.get(other);
             self.pages.set(other, ow.with_aux(idx as u32));
         }
-        self.zone.nr_free.fetch_add(1 << order, Relaxed);
+        self.area.nr_free += 1 << order;
+        self.zone.nr_free.store(self.area.nr_free, Relaxed);
         if mt == MigrateType::HighAtomic {
-            self.zone.nr_free_highatomic.fetch_add(1 << order, Relaxed);
+            self.area.nr_free_highatomic += 1 << order;
+            self.zone
+                .nr_free_highatomic
+                .store(self.area.nr_free_highatomic, Relaxed);
         }
         self.sync_count(order, mt);
     }
@@ -218,9 +228,13 @@ impl Buddy<'_> {
             self.pages.set(moved, mw.with_aux(idx as u32));
         }
         self.pages.set(pfn, PageWord::NONE);
-        self.zone.nr_free.fetch_sub(1 << order, Relaxed);
+        self.area.nr_free -= 1 << order;
+        self.zone.nr_free.store(self.area.nr_free, Relaxed);
         if mt == MigrateType::HighAtomic {
-            self.zone.nr_free_highatomic.fetch_sub(1 << order, Relaxed);
+            self.area.nr_free_highatomic -= 1 << order;
+            self.zone
+                .nr_free_highatomic
+                .store(self.area.nr_free_highatomic, Relaxed);
         }
         self.sync_count(order, mt);
         (order, mt)
