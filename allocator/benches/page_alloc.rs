@@ -264,6 +264,36 @@ fn bench_order0_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// `host_scaling_control/{1,2}`: a control for the threaded benchmarks, not a kmem
+/// measurement. Each host thread runs 16 steps of its own xorshift generator per
+/// iteration: pure register arithmetic, no memory traffic, no allocation, nothing
+/// shared.
+///
+/// Bias: this is the best scaling the host allows at all; the kmem 2/1 ratios should
+/// be read against it (on 2 idle, dedicated cores it is ~2.0). It says nothing about
+/// memory or cache-coherence costs.
+fn bench_host_scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("host_scaling_control");
+    g.warm_up_time(WARM_UP).measurement_time(MEASURE);
+    for n in THREADS {
+        let mut states: Vec<XorShift64> = (0..n)
+            .map(|t| XorShift64::new(SEED.wrapping_add(t as u64)))
+            .collect();
+        let body = |r: &mut XorShift64, iters: u64| {
+            for _ in 0..iters {
+                for _ in 0..16 {
+                    black_box(r.next());
+                }
+            }
+        };
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_custom(|iters| run_threads(&mut states, iters, &body))
+        });
+    }
+    g.finish();
+}
+
 /// `mixed_orders_100k_live_threads/{1,2}`: the mixed workload on host threads, thread
 /// `t` on simulated CPU `t` with its own 100k live blocks (own seed) on one shared
 /// machine. One iteration is one free + alloc per thread; throughput counts all
@@ -304,6 +334,7 @@ criterion_group!(
     bench_order0_pair,
     bench_mixed,
     bench_order0_threads,
+    bench_host_scaling,
     bench_mixed_threads
 );
 criterion_main!(benches);

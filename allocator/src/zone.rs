@@ -266,7 +266,14 @@ impl Buddy<'_> {
     /// as pageblock-sized chunks, each with its own pageblock's type
     /// (`split_large_buddy`), which then merge back if their types allow.
     pub fn free_one(&mut self, pfn: Pfn, order: u8) {
-        if order > PAGEBLOCK_ORDER {
+        // Splitting only matters when the pageblocks' types differ; a uniform block
+        // (always so at boot) is freed whole, touching one head word.
+        let uniform = || {
+            let mt = self.pages.pageblock_mt(pfn);
+            (1..1u64 << (order - PAGEBLOCK_ORDER))
+                .all(|i| self.pages.pageblock_mt(pfn + i * PAGEBLOCK_NR_PAGES) == mt)
+        };
+        if order > PAGEBLOCK_ORDER && !uniform() {
             let mut p = pfn;
             while p < pfn + (1 << order) {
                 self.free_one_block(p, PAGEBLOCK_ORDER);
