@@ -527,7 +527,13 @@ impl Machine {
             let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
             self.pages()
                 .set(p, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-            Some((p, false))
+            b.count_alloc(
+                req.order,
+                zone.node == req.node,
+                zone.node == self.cpus[req.cpu].node,
+            );
+            // Only numa_foreign (another zone's counter) still needs the CPU.
+            Some((p, zone.node == req.node))
         })?;
         if flags.contains(AllocFlags::KSWAPD)
             && zone.boosted.load(Relaxed)
@@ -616,8 +622,11 @@ impl Machine {
             zone.lock(&self.mm).reserve_highatomic(pfn, req.order);
         }
         if !counted {
-            let mut st = self.cpus[req.cpu].state.lock();
-            self.account_alloc(&mut st, zone, req);
+            // A buddy-path allocation off the preferred node: numa_foreign is counted
+            // on the preferred node's first zone.
+            if let Some(&pz) = self.zonelists_thisnode[req.node as usize].first() {
+                self.cpus[req.cpu].state.lock().pcp[pz].numa.foreign += 1;
+            }
         }
         PageBlock {
             pfn,
@@ -927,11 +936,9 @@ impl Machine {
                 self.free_pcppages_bulk(zone, pcp, n, pi);
             }
         } else {
-            {
-                let mut st = self.cpus[cpu].state.lock();
-                st.events.add(Event::Pgfree, 1 << order);
-            }
-            zone.lock(&self.mm).free_one(pfn, order);
+            let mut b = zone.lock(&self.mm);
+            b.count_free(order);
+            b.free_one(pfn, order);
         }
         self.waiters.notify();
     }

@@ -160,16 +160,17 @@ pub struct CpuState {
     pub events: Events,
 }
 
-/// The lock of a simulated CPU's private state. Almost never contended (a thread works
-/// as one CPU), so it is a spin lock that takes one atomic operation to lock and a
-/// plain store to unlock, yielding the thread while another holds it.
-pub type CpuLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
+/// The lock of a simulated CPU's private state and of a zone's free lists (the kernel's
+/// zone->lock is a spinlock too). CPU locks are almost never contended (a thread works
+/// as one CPU); zone locks are held briefly. One atomic operation locks, a plain store
+/// unlocks, and a waiter yields its thread while another holds the lock.
+pub type SpinLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 
 /// A simulated CPU.
 pub struct Cpu {
     pub id: u16,
     pub node: u16,
-    pub state: CachePadded<CpuLock<CpuState>>,
+    pub state: CachePadded<SpinLock<CpuState>>,
 }
 
 impl Cpu {
@@ -179,7 +180,7 @@ impl Cpu {
         Cpu {
             id,
             node,
-            state: CachePadded::new(CpuLock::new(CpuState {
+            state: CachePadded::new(SpinLock::new(CpuState {
                 pcp,
                 events: Events::default(),
             })),

@@ -92,18 +92,27 @@ pub struct Snapshot {
 }
 
 impl Machine {
-    /// Event counters summed over CPUs.
+    /// Event counters summed over CPUs and zones.
     pub fn vm_events(&self) -> Events {
         let mut e = Events::default();
         for c in &self.cpus {
             e.accumulate(&c.state.lock().events);
         }
+        for z in self.zones.iter().filter(|z| z.populated()) {
+            let ze = z.lock(&self.mm).events();
+            e.add(Event::Pgalloc(z.zt), ze.pgalloc);
+            e.add(Event::Pgfree, ze.pgfree);
+        }
         e
     }
 
-    /// NUMA counters of a zone summed over CPUs.
+    /// NUMA counters of a zone summed over CPUs and the zone's own.
     pub fn numa_events(&self, zone: usize) -> NumaEvents {
-        let mut n = NumaEvents::default();
+        let mut n = if self.zones[zone].populated() {
+            self.zones[zone].lock(&self.mm).events().numa
+        } else {
+            NumaEvents::default()
+        };
         for c in &self.cpus {
             let st = c.state.lock();
             let z = &st.pcp[zone].numa;

@@ -12,7 +12,6 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::machine::Mm;
@@ -51,6 +50,17 @@ pub struct FreeArea {
     /// the lock holder), so list operations need no atomic read-modify-write.
     nr_free: u64,
     nr_free_highatomic: u64,
+    /// Events of allocations and frees that went straight to the buddy lists (the
+    /// pcp path counts on its CPU instead), so those need no second lock.
+    pub events: ZoneEvents,
+}
+
+/// Event counts kept under the zone lock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZoneEvents {
+    pub pgalloc: u64,
+    pub pgfree: u64,
+    pub numa: crate::pcp::NumaEvents,
 }
 
 /// A zone.
@@ -63,7 +73,8 @@ pub struct Zone {
     pub spanned: u64,
     pub present: u64,
     pub managed: u64,
-    area: CachePadded<Mutex<FreeArea>>,
+    /// The zone lock (`zone->lock`, a spinlock in the kernel too).
+    area: CachePadded<crate::pcp::SpinLock<FreeArea>>,
     /// Pages on the buddy lists (`NR_FREE_PAGES`; pcp pages count as allocated).
     pub(crate) nr_free: CachePadded<AtomicU64>,
     /// Mirror of each list's length, for lockless watermark checks.
@@ -92,10 +103,11 @@ impl Zone {
             spanned: l.spanned,
             present: l.present,
             managed: l.managed,
-            area: CachePadded::new(Mutex::new(FreeArea {
+            area: CachePadded::new(crate::pcp::SpinLock::new(FreeArea {
                 lists: Default::default(),
                 nr_free: 0,
                 nr_free_highatomic: 0,
+                events: ZoneEvents::default(),
             })),
             nr_free: CachePadded::new(AtomicU64::new(0)),
             nr_free_blocks: Default::default(),
@@ -169,7 +181,7 @@ impl Zone {
 /// A locked zone: every buddy-list operation goes through this.
 pub(crate) struct Buddy<'a> {
     pub zone: &'a Zone,
-    area: MutexGuard<'a, FreeArea>,
+    area: spin::mutex::SpinMutexGuard<'a, FreeArea, spin::relax::Yield>,
     pub pages: &'a PageMap,
     pub mm: &'a Mm,
 }
@@ -238,6 +250,31 @@ impl Buddy<'_> {
         }
         self.sync_count(order, mt);
         (order, mt)
+    }
+
+    /// Count a buddy-path allocation (`pgalloc`, NUMA hit/miss/local/other).
+    pub fn count_alloc(&mut self, order: u8, preferred: bool, local: bool) {
+        let e = &mut self.area.events;
+        e.pgalloc += 1 << order;
+        if preferred {
+            e.numa.hit += 1;
+        } else {
+            e.numa.miss += 1;
+        }
+        if local {
+            e.numa.local += 1;
+        } else {
+            e.numa.other += 1;
+        }
+    }
+
+    /// Count a buddy-path free.
+    pub fn count_free(&mut self, order: u8) {
+        self.area.events.pgfree += 1 << order;
+    }
+
+    pub fn events(&self) -> ZoneEvents {
+        self.area.events
     }
 
     /// The block at the head of a list, if any.

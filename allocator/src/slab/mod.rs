@@ -249,7 +249,7 @@ pub struct KmemCache {
     pub(crate) refcount: AtomicI64,
     pub(crate) destroyed: AtomicBool,
     pub(crate) aliases: Mutex<Vec<String>>,
-    pub(crate) cpus: Vec<CachePadded<crate::pcp::CpuLock<CpuSlab>>>,
+    pub(crate) cpus: Vec<CachePadded<crate::pcp::SpinLock<CpuSlab>>>,
     /// Slabs, node partial lists (the kernel's `n->list_lock`).
     pub(crate) slabs: Mutex<slub::SlabTable>,
     pub stats: CacheStats,
@@ -508,7 +508,7 @@ impl Machine {
             return Err(SlabError::TooManyCaches);
         }
         let cpus = (0..self.nr_cpus())
-            .map(|_| CachePadded::new(crate::pcp::CpuLock::new(CpuSlab::default())))
+            .map(|_| CachePadded::new(crate::pcp::SpinLock::new(CpuSlab::default())))
             .collect();
         let cache = KmemCache {
             id: id as u16,
