@@ -6,7 +6,10 @@ use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
 fn main() {
     let m = Machine::boot(MachineConfig::bare(ByteSize::gib(16))).unwrap();
     let c = AllocContext::on_cpu(0);
-    let n = 2_000_000;
+    let n: u32 = std::env::var("QUICKPERF_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
     for _ in 0..2 {
         let t = Instant::now();
         for _ in 0..n {
