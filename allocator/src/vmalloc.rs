@@ -441,6 +441,26 @@ impl Machine {
         }
     }
 
+    /// Filter the mask (v6.18 rules, scope) and allocate an area.
+    fn vmalloc_with(
+        &self,
+        size: u64,
+        gfp: Gfp,
+        flags: VmFlags,
+        node: Option<u16>,
+        ctx: &AllocContext,
+    ) -> Result<u64, VmallocError> {
+        let gfp = self.vfix_gfp(gfp, ctx)?;
+        self.vmalloc_range(VReq {
+            size,
+            gfp,
+            align: PAGE_SIZE,
+            flags,
+            node,
+            ctx,
+        })
+    }
+
     /// `vmalloc(size)`.
     pub fn vmalloc(&self, size: u64, ctx: &AllocContext) -> Result<u64, VmallocError> {
         self.__vmalloc(size, Gfp::GFP_KERNEL, ctx)
@@ -458,15 +478,7 @@ impl Machine {
         node: u16,
         ctx: &AllocContext,
     ) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(Gfp::GFP_KERNEL, ctx)?;
-        self.vmalloc_range(VReq {
-            size,
-            gfp,
-            align: PAGE_SIZE,
-            flags: VmFlags::default(),
-            node: Some(node),
-            ctx,
-        })
+        self.vmalloc_with(size, Gfp::GFP_KERNEL, VmFlags::default(), Some(node), ctx)
     }
 
     /// vmalloc on a node with a mask, optionally with huge mappings (kvmalloc_node's
@@ -479,20 +491,12 @@ impl Machine {
         huge: bool,
         ctx: &AllocContext,
     ) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(gfp, ctx)?;
         let flags = if huge {
             VmFlags::ALLOW_HUGE_VMAP
         } else {
             VmFlags::default()
         };
-        self.vmalloc_range(VReq {
-            size,
-            gfp,
-            align: PAGE_SIZE,
-            flags,
-            node: Some(node),
-            ctx,
-        })
+        self.vmalloc_with(size, gfp, flags, Some(node), ctx)
     }
 
     /// `vzalloc_node(size, node)`.
@@ -502,55 +506,41 @@ impl Machine {
         node: u16,
         ctx: &AllocContext,
     ) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(Gfp::GFP_KERNEL | Gfp::ZERO, ctx)?;
-        self.vmalloc_range(VReq {
+        self.vmalloc_with(
             size,
-            gfp,
-            align: PAGE_SIZE,
-            flags: VmFlags::default(),
-            node: Some(node),
+            Gfp::GFP_KERNEL | Gfp::ZERO,
+            VmFlags::default(),
+            Some(node),
             ctx,
-        })
+        )
     }
 
     /// `__vmalloc(size, gfp)`.
     pub fn __vmalloc(&self, size: u64, gfp: Gfp, ctx: &AllocContext) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(gfp, ctx)?;
-        self.vmalloc_range(VReq {
-            size,
-            gfp,
-            align: PAGE_SIZE,
-            flags: VmFlags::default(),
-            node: None,
-            ctx,
-        })
+        self.vmalloc_with(size, gfp, VmFlags::default(), None, ctx)
     }
 
     /// `vmalloc_user`: zeroed, marked for mapping to user space (VM_USERMAP), SHMLBA
     /// aligned.
     pub fn vmalloc_user(&self, size: u64, ctx: &AllocContext) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(Gfp::GFP_KERNEL | Gfp::ZERO, ctx)?;
-        self.vmalloc_range(VReq {
+        self.vmalloc_with(
             size,
-            gfp,
-            align: PAGE_SIZE,
-            flags: VmFlags::USERMAP,
-            node: None,
+            Gfp::GFP_KERNEL | Gfp::ZERO,
+            VmFlags::USERMAP,
+            None,
             ctx,
-        })
+        )
     }
 
     /// `vmalloc_32`: pages below 4 GiB.
     pub fn vmalloc_32(&self, size: u64, ctx: &AllocContext) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(Gfp::GFP_KERNEL | Gfp::DMA32, ctx)?;
-        self.vmalloc_range(VReq {
+        self.vmalloc_with(
             size,
-            gfp,
-            align: PAGE_SIZE,
-            flags: VmFlags::default(),
-            node: None,
+            Gfp::GFP_KERNEL | Gfp::DMA32,
+            VmFlags::default(),
+            None,
             ctx,
-        })
+        )
     }
 
     /// `vmalloc_huge(size, gfp)`: 2 MiB blocks and alignment where the size allows,
@@ -561,15 +551,7 @@ impl Machine {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<u64, VmallocError> {
-        let gfp = self.vfix_gfp(gfp, ctx)?;
-        self.vmalloc_range(VReq {
-            size,
-            gfp,
-            align: PAGE_SIZE,
-            flags: VmFlags::ALLOW_HUGE_VMAP,
-            node: None,
-            ctx,
-        })
+        self.vmalloc_with(size, gfp, VmFlags::ALLOW_HUGE_VMAP, None, ctx)
     }
 
     /// `vmap(pages, count, VM_MAP)`: map caller-owned pages (allocated with
