@@ -428,11 +428,60 @@ impl Machine {
             flags = flags.with(self.nofragment(z, gfp));
         }
         flags = with_cma(gfp, flags);
+        // The common case, checked first without the general walk: the preferred zone
+        // passes its low watermark and the CPU's pcp list has a block. This is exactly
+        // the first step `get_page_from_freelist` would take.
+        if let Some(&zi) = first {
+            if let Some(b) = self.pcp_fast(&self.zones[zi], &req, flags) {
+                return Ok(b);
+            }
+        }
         let mut refusals = Vec::new();
         if let Some(b) = self.get_page_from_freelist(&req, flags, &mut refusals) {
             return Ok(b);
         }
         self.slowpath(&req, refusals)
+    }
+
+    /// Pop a block from the CPU's pcp list of the preferred zone if the watermark
+    /// allows it and the list is not empty (no refill here).
+    #[inline]
+    fn pcp_fast(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<PageBlock> {
+        if !pcp_allowed_order(req.order, self.thp_pcp())
+            || req.gfp.intersects(Gfp(Gfp::ZERO.0 | Gfp::COMP.0))
+            || self.cfg.init_on_alloc
+        {
+            return None;
+        }
+        let mark = zone.wmark_boosted(Wmark::Low);
+        if !watermark_fast(zone, req.order, mark, req.highest, flags) {
+            return None;
+        }
+        let pi = pindex(req.order, req.mt);
+        let mut st = self.cpus[req.cpu].state.lock();
+        let pcp = &mut st.pcp[zone.id];
+        let pfn = pcp.pop(pi)?;
+        pcp.free_count >>= 1;
+        pcp.count -= 1 << req.order;
+        self.pages()
+            .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+        self.account_alloc(&mut st, zone, req);
+        drop(st);
+        if flags.contains(AllocFlags::KSWAPD)
+            && zone.boosted.load(Relaxed)
+            && zone.boosted.swap(false, Relaxed)
+        {
+            self.wake_kswapd(zone.node);
+        }
+        Some(PageBlock {
+            pfn,
+            order: req.order,
+            node: zone.node,
+            zone: zone.zt,
+            migratetype: req.mt,
+            gfp: req.gfp,
+            pfmemalloc: false,
+        })
     }
 
     /// `alloc_pages_node`.
