@@ -247,7 +247,24 @@ impl Gfp {
     /// more than one zone modifier (`GFP_ZONE_BAD`), MOVABLE with RECLAIMABLE (two
     /// migratetypes), NOFAIL with NORETRY (contradictory), NOFAIL without direct reclaim
     /// (the kernel cannot honour it and warns).
+    #[inline]
     pub fn validate(self) -> Result<Gfp, GfpError> {
+        // Fast accept of a good mask with bit operations; errors are built below.
+        let zm = self.0 & (Gfp::DMA.0 | Gfp::HIGHMEM.0 | Gfp::DMA32.0);
+        let nofail_bad = self.contains(Gfp::NOFAIL)
+            && (self.contains(Gfp::NORETRY) || !self.contains(Gfp::DIRECT_RECLAIM));
+        if self.0 & (!GFP_BITS_MASK | UNUSED_BITS) == 0
+            && zm & zm.wrapping_sub(1) == 0
+            && !self.contains(Gfp::MOVABLE_MASK)
+            && !nofail_bad
+        {
+            return Ok(self);
+        }
+        self.validate_slow()
+    }
+
+    #[cold]
+    fn validate_slow(self) -> Result<Gfp, GfpError> {
         Gfp::from_bits(self.0)?;
         let mix = |why| {
             Err(GfpError::ImpossibleMix {

@@ -79,17 +79,25 @@ impl KmallocType {
     }
 }
 
+/// Class index (into [`KMALLOC_SIZES`]) of sizes 1..=192 by (size - 1) / 8, the
+/// kernel's `size_index` table.
+const SMALL_CLASS: [u8; 24] = [
+    2, 3, 4, 4, 5, 5, 5, 5, 0, 0, 0, 0, 6, 6, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1,
+];
+
 /// `kmalloc_index`: the class for `size` (1..=8192) as an index into [`KMALLOC_SIZES`].
+#[inline]
 pub fn kmalloc_class(size: u64) -> Option<usize> {
-    let class = match size {
-        0 => return None,
-        1..=8 => 8,
-        65..=96 => 96,
-        129..=192 => 192,
-        s if s <= KMALLOC_MAX_CACHE_SIZE => s.next_power_of_two() as u32,
-        _ => return None,
-    };
-    KMALLOC_SIZES.iter().position(|&c| c == class)
+    match size {
+        0 => None,
+        1..=192 => Some(SMALL_CLASS[((size - 1) / 8) as usize] as usize),
+        s if s <= KMALLOC_MAX_CACHE_SIZE => {
+            // 256 is 2^8 at index 7, …, 8192 = 2^13 at index 12.
+            let shift = 64 - (s - 1).leading_zeros() as usize;
+            Some(shift - 1)
+        }
+        _ => None,
+    }
 }
 
 /// `kmalloc_size_roundup`.

@@ -443,30 +443,43 @@ impl Machine {
         self.slowpath(&req, refusals)
     }
 
-    /// Pop a block from the CPU's pcp list of the preferred zone if the watermark
-    /// allows it and the list is not empty (no refill here).
+    /// The first step of `get_page_from_freelist` without the general walk: the
+    /// preferred zone passes its low watermark and serves the block from the CPU's pcp
+    /// list (no refill here) or, for orders the pcp does not cache, from the buddy
+    /// lists directly.
     #[inline]
     fn pcp_fast(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<PageBlock> {
-        if !pcp_allowed_order(req.order, self.thp_pcp())
-            || req.gfp.intersects(Gfp(Gfp::ZERO.0 | Gfp::COMP.0))
-            || self.cfg.init_on_alloc
-        {
+        if req.gfp.intersects(Gfp(Gfp::ZERO.0 | Gfp::COMP.0)) || self.cfg.init_on_alloc {
             return None;
         }
         let mark = zone.wmark_boosted(Wmark::Low);
         if !watermark_fast(zone, req.order, mark, req.highest, flags) {
             return None;
         }
-        let pi = pindex(req.order, req.mt);
-        let mut st = self.cpus[req.cpu].state.lock();
-        let pcp = &mut st.pcp[zone.id];
-        let pfn = pcp.pop(pi)?;
-        pcp.free_count >>= 1;
-        pcp.count -= 1 << req.order;
-        self.pages()
-            .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-        self.account_alloc(&mut st, zone, req);
-        drop(st);
+        let pfn = if pcp_allowed_order(req.order, self.thp_pcp()) {
+            let pi = pindex(req.order, req.mt);
+            let mut st = self.cpus[req.cpu].state.lock();
+            let pcp = &mut st.pcp[zone.id];
+            let pfn = pcp.pop(pi)?;
+            pcp.free_count >>= 1;
+            pcp.count -= 1 << req.order;
+            self.pages()
+                .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+            self.account_alloc(&mut st, zone, req);
+            pfn
+        } else {
+            if zone.node != req.node {
+                return None;
+            }
+            // With NOFRAGMENT a miss here is retried by the general path without it,
+            // exactly as `get_page_from_freelist` retries.
+            let mut b = zone.lock(&self.mm);
+            let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
+            self.pages()
+                .set(p, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+            b.count_alloc(req.order, true, zone.node == self.cpus[req.cpu].node);
+            p
+        };
         if flags.contains(AllocFlags::KSWAPD)
             && zone.boosted.load(Relaxed)
             && zone.boosted.swap(false, Relaxed)
