@@ -78,13 +78,15 @@ pub struct Zone {
     /// Pages on the buddy lists (`NR_FREE_PAGES`; pcp pages count as allocated).
     pub(crate) nr_free: CachePadded<AtomicU64>,
     /// Mirror of each list's length, for lockless watermark checks.
-    nr_free_blocks: [[AtomicU32; NR_MIGRATETYPES]; NR_ORDERS],
+    /// Written on every list operation: kept on cache lines of its own so the
+    /// read-mostly fields below (watermarks, reserves) do not bounce between CPUs.
+    nr_free_blocks: CachePadded<[[AtomicU32; NR_MIGRATETYPES]; NR_ORDERS]>,
     pub(crate) wmark: [AtomicU64; 4],
     pub(crate) boost: AtomicU64,
     pub(crate) lowmem_reserve: [AtomicU64; MAX_NR_ZONES],
     pub(crate) nr_reserved_highatomic: AtomicU64,
     /// Free pages on HighAtomic lists (`nr_free_highatomic`).
-    pub(crate) nr_free_highatomic: AtomicU64,
+    pub(crate) nr_free_highatomic: CachePadded<AtomicU64>,
     /// ZONE_BOOSTED_WATERMARK: a boost happened and kswapd should be woken.
     pub(crate) boosted: std::sync::atomic::AtomicBool,
     /// pcp sizing shared by every CPU (`batch`, `high_min`, `high_max`).
@@ -110,12 +112,12 @@ impl Zone {
                 events: ZoneEvents::default(),
             })),
             nr_free: CachePadded::new(AtomicU64::new(0)),
-            nr_free_blocks: Default::default(),
+            nr_free_blocks: CachePadded::new(Default::default()),
             wmark: Default::default(),
             boost: AtomicU64::new(0),
             lowmem_reserve: Default::default(),
             nr_reserved_highatomic: AtomicU64::new(0),
-            nr_free_highatomic: AtomicU64::new(0),
+            nr_free_highatomic: CachePadded::new(AtomicU64::new(0)),
             boosted: Default::default(),
             pcp_batch: AtomicU32::new(1),
             pcp_high_min: AtomicU32::new(0),
