@@ -107,8 +107,11 @@ pub struct AllocContext {
     pub deadline: Option<Instant>,
     pub cancel: Option<CancelToken>,
     /// Who is allocating (the kernel's `_RET_IP_` / `%pS`): shown by slab owner
-    /// tracking and, later, vmallocinfo.
+    /// tracking and vmallocinfo.
     pub caller: Option<Arc<str>>,
+    /// The memory cgroup `__GFP_ACCOUNT` allocations are charged to (the current
+    /// task's); `None` is the root cgroup, which is never charged.
+    pub cgroup: Option<crate::memcg::CgroupId>,
 }
 
 impl AllocContext {

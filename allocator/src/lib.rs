@@ -26,6 +26,7 @@ pub mod kmalloc;
 pub mod kvmalloc;
 pub mod machine;
 pub mod mem;
+pub mod memcg;
 pub mod overflow;
 pub mod page;
 pub mod page_alloc;

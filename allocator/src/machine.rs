@@ -196,6 +196,7 @@ pub struct Machine {
     /// kmalloc calls whose DMA32/HIGHMEM bits were stripped.
     pub(crate) kmalloc_fixups: AtomicU64,
     pub(crate) vmap: crate::vmalloc::Vmap,
+    pub(crate) memcgs: crate::memcg::Memcgs,
     pub(crate) vstats: crate::vmalloc::VmallocStats,
 }
 
@@ -288,6 +289,7 @@ impl Machine {
             large_kmalloc_pages: (0..nr_nodes).map(|_| AtomicU64::new(0)).collect(),
             kmalloc_fixups: AtomicU64::new(0),
             vmap: Mutex::new(crate::vmalloc::VmapState::new()),
+            memcgs: crate::memcg::Memcgs::new(),
             vstats: Default::default(),
             layout,
         };
@@ -637,6 +639,11 @@ impl Machine {
     }
     pub(crate) fn log_boot(&self) -> Instant {
         self.log.boot
+    }
+
+    /// The memory cgroup controller.
+    pub fn memcg(&self) -> &crate::memcg::Memcgs {
+        &self.memcgs
     }
 
     /// The kernel log lines (newest last).

@@ -269,6 +269,8 @@ pub enum AllocError {
     BadRequest(String),
     #[error("page allocation failure: order:{}, mode:{:#x}({}): {}", .0.order, .0.gfp.0, .0.gfp, fmt_failure(.0))]
     NoMemory(Box<AllocFailure>),
+    #[error(transparent)]
+    Memcg(#[from] crate::memcg::MemcgError),
     #[error("__GFP_NOFAIL allocation of order {order} cancelled while waiting for memory")]
     Cancelled { order: u8 },
     #[error("__GFP_NOFAIL allocation of order {order} gave up at its deadline")]
@@ -308,6 +310,7 @@ impl AllocError {
                     "NO_FREE_BLOCK"
                 }
             }
+            AllocError::Memcg(e) => e.reason(),
             AllocError::Cancelled { .. } => "NOFAIL_CANCELLED",
             AllocError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
         }
@@ -433,14 +436,18 @@ impl Machine {
         // the first step `get_page_from_freelist` would take.
         if let Some(&zi) = first {
             if let Some(b) = self.pcp_fast(&self.zones[zi], &req, flags) {
-                return Ok(b);
+                return self.charge_page(b, ctx);
             }
         }
         let mut refusals = Vec::new();
-        if let Some(b) = self.get_page_from_freelist(&req, flags, &mut refusals) {
-            return Ok(b);
+        let got = match self.get_page_from_freelist(&req, flags, &mut refusals) {
+            Some(b) => Ok(b),
+            None => self.slowpath(&req, refusals),
+        };
+        match got {
+            Ok(b) => self.charge_page(b, ctx),
+            e => e,
         }
-        self.slowpath(&req, refusals)
     }
 
     /// The first step of `get_page_from_freelist` without the general walk: the
@@ -495,6 +502,33 @@ impl Machine {
             gfp: req.gfp,
             pfmemalloc: false,
         })
+    }
+
+    /// `__memcg_kmem_charge_page`: charge an `__GFP_ACCOUNT` block to the context's
+    /// cgroup (never the root) and record the owner in the head word, so the free
+    /// uncharges that cgroup whoever frees it; a failed charge frees the block.
+    #[inline]
+    fn charge_page(&self, b: PageBlock, ctx: &AllocContext) -> Result<PageBlock, AllocError> {
+        let Some(cg) = ctx.cgroup.filter(|c| *c != crate::memcg::CgroupId::ROOT) else {
+            return Ok(b);
+        };
+        if !b.gfp.contains(Gfp::ACCOUNT) {
+            return Ok(b);
+        }
+        match self
+            .memcgs
+            .charge(cg, 1 << b.order, crate::memcg::StatItem::Kernel, b.gfp, ctx)
+        {
+            Ok(_) => {
+                let w = self.pages().get(b.pfn);
+                self.pages().set(b.pfn, w.with_aux(cg.0 as u32 + 1));
+                Ok(b)
+            }
+            Err(e) => {
+                let _ = self.free_pages_on(b.pfn, b.order, ctx);
+                Err(AllocError::Memcg(e))
+            }
+        }
     }
 
     /// `alloc_pages_node`.
@@ -912,6 +946,11 @@ impl Machine {
             });
         }
         let w = self.claim_for_free(pfn, order)?;
+        if w.aux() != 0 {
+            let cg = crate::memcg::CgroupId((w.aux() - 1) as u16);
+            self.memcgs
+                .uncharge(cg, 1 << order, crate::memcg::StatItem::Kernel);
+        }
         self.free_claimed(zi, cpu, pfn, order, w);
         Ok(())
     }
@@ -1085,10 +1124,14 @@ impl Machine {
         let order = (64 - (nr - 1).leading_zeros()) as u8;
         let order = if nr == 1 { 0 } else { order };
         let block = self.alloc_pages(gfp, order, ctx)?;
-        // split_page: every page becomes an order-0 allocation, then the tail is freed.
+        // split_page: every page becomes an order-0 allocation (keeping the cgroup
+        // that was charged), then the tail is freed.
+        let owner = self.pages().get(block.pfn).aux();
         for p in block.pfn..block.pfn + (1 << order) {
-            self.pages()
-                .set(p, PageWord::new(PageKind::Alloc, 0, block.migratetype, 0));
+            self.pages().set(
+                p,
+                PageWord::new(PageKind::Alloc, 0, block.migratetype, owner),
+            );
         }
         for p in block.pfn + nr..block.pfn + (1 << order) {
             let _ = self.free_pages_on(p, 0, ctx);

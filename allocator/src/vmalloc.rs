@@ -375,7 +375,11 @@ impl Machine {
         // kernel does.
         let mut ctx = r.ctx.clone();
         ctx.node = r.node.or(ctx.node);
-        let page_gfp = r.gfp.without(Gfp::ZERO).with(Gfp::NOWARN);
+        // __GFP_ACCOUNT for vmalloc (the memcg `vmalloc` stat) is not wired yet.
+        let page_gfp = r
+            .gfp
+            .without(Gfp(Gfp::ZERO.0 | Gfp::ACCOUNT.0))
+            .with(Gfp::NOWARN);
         let mut pages = Vec::with_capacity((real / PAGE_SIZE) as usize);
         let mut nodes = vec![0u32; self.nr_nodes()];
         let mut cause = None;

@@ -1,0 +1,128 @@
+//! Memory cgroup charging of page allocations (`__GFP_ACCOUNT`).
+
+use kmem_allocator::memcg::MemcgEvent;
+use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
+
+fn machine() -> Machine {
+    Machine::boot(MachineConfig::bare(ByteSize::gib(1))).unwrap()
+}
+
+#[test]
+fn accounted_pages_are_charged_and_uncharged_by_their_owner() {
+    let m = machine();
+    let cg = m.memcg().create("/job").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let a = m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 3, &ctx).unwrap();
+    let b = m.alloc_pages(Gfp::GFP_KERNEL, 3, &ctx).unwrap();
+    assert_eq!(
+        m.memcg().read_file("/job", "memory.current").unwrap(),
+        "32768\n",
+        "only the accounted block"
+    );
+    assert!(m
+        .memcg()
+        .read_file("/job", "memory.stat")
+        .unwrap()
+        .contains("\nkernel 32768\n"));
+    // Freed by someone else, on another CPU: the charge still goes back to /job.
+    m.free_pages_on(a.pfn, 3, &AllocContext::on_cpu(1)).unwrap();
+    assert_eq!(
+        m.memcg().read_file("/job", "memory.current").unwrap(),
+        "0\n"
+    );
+    m.free_pages(b.pfn, 3).unwrap();
+    // alloc_pages_exact keeps the owner on every page it splits off.
+    let e = m
+        .alloc_pages_exact(3 * 4096, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
+        .unwrap();
+    assert_eq!(
+        m.memcg().read_file("/job", "memory.current").unwrap(),
+        "12288\n"
+    );
+    m.free_pages_exact(e.pfn, 3 * 4096).unwrap();
+    assert_eq!(
+        m.memcg().read_file("/job", "memory.current").unwrap(),
+        "0\n"
+    );
+    m.check_fully_merged().unwrap();
+}
+
+#[test]
+fn memory_max_refuses_and_leaves_nothing_behind() {
+    let m = machine();
+    let cg = m.memcg().create("/small").unwrap();
+    m.memcg().write_file("/small", "memory.max", "64K").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 0, &ctx).unwrap());
+    }
+    let free_before = m.snapshot().total_free;
+    let e = m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 0, &ctx).unwrap_err();
+    assert_eq!(e.reason(), "CGROUP_LIMIT_EXCEEDED");
+    assert!(e.to_string().contains("/small"), "{e}");
+    m.drain_all_pages();
+    let _ = free_before;
+    let c = m.memcg().get(cg).unwrap();
+    assert_eq!(c.usage_pages(), 16);
+    assert_eq!(c.event(MemcgEvent::Max), 1);
+    assert_eq!(c.event(MemcgEvent::Oom), 1);
+    // __GFP_NOFAIL may go over, and that is counted.
+    let f = m
+        .alloc_pages(Gfp::GFP_KERNEL_ACCOUNT | Gfp::NOFAIL, 0, &ctx)
+        .unwrap();
+    assert_eq!(c.usage_pages(), 17);
+    assert_eq!(c.forced_charges(), 1);
+    held.push(f);
+    m.check_invariants().unwrap();
+    for b in held {
+        m.free_pages(b.pfn, 0).unwrap();
+    }
+    assert_eq!(c.usage_pages(), 0);
+    m.check_fully_merged().unwrap();
+}
+
+#[test]
+fn both_cpus_charging_one_cgroup_at_its_limit() {
+    let m = machine();
+    let cg = m.memcg().create("/contended").unwrap();
+    m.memcg()
+        .write_file("/contended", "memory.max", "4M")
+        .unwrap(); // 1024 pages
+    let got = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for cpu in 0..2u16 {
+            let (m, got) = (&m, &got);
+            s.spawn(move || {
+                let ctx = AllocContext {
+                    cgroup: Some(cg),
+                    cpu: Some(cpu),
+                    ..Default::default()
+                };
+                let mut held = Vec::new();
+                for _ in 0..2000 {
+                    if let Ok(b) = m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 0, &ctx) {
+                        held.push(b.pfn);
+                    }
+                }
+                got.fetch_add(held.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                held
+            });
+        }
+    });
+    let c = m.memcg().get(cg).unwrap();
+    assert_eq!(
+        got.load(std::sync::atomic::Ordering::Relaxed),
+        1024,
+        "exactly the limit, no charge lost"
+    );
+    assert_eq!(c.usage_pages(), 1024);
+}
