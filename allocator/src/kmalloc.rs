@@ -287,7 +287,9 @@ impl Machine {
             return Err(SlabError::TooLarge { size });
         }
         let order = get_order(size);
-        let b = self.alloc_pages(gfp.with(Gfp::COMP).without(Gfp::ACCOUNT), order, ctx)?;
+        // With __GFP_ACCOUNT the pages are charged like any accounted page
+        // allocation ("kernel" in memory.stat) and uncharged when kfree'd.
+        let b = self.alloc_pages(gfp.with(Gfp::COMP), order, ctx)?;
         let w = self.pages().get(b.pfn);
         self.pages().set(b.pfn, w.with_owner(Owner::LargeKmalloc));
         self.large_kmalloc_pages[b.node as usize].fetch_add(1 << order, Relaxed);

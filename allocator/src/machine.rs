@@ -197,6 +197,13 @@ pub struct Machine {
     pub(crate) kmalloc_fixups: AtomicU64,
     pub(crate) vmap: crate::vmalloc::Vmap,
     pub(crate) memcgs: crate::memcg::Memcgs,
+    /// Per-CPU object stocks for byte-precise slab charging.
+    pub(crate) obj_stocks: Vec<crate::pcp::SpinLock<crate::memcg::ObjStock>>,
+    /// The cgroup each accounted slab object was charged to, by address (the
+    /// kernel's `slabobj_ext`), sharded.
+    pub(crate) objcgs: Vec<Mutex<rustc_hash::FxHashMap<u64, crate::memcg::CgroupId>>>,
+    /// Set once any slab object was charged, so unaccounted frees skip the lookup.
+    pub(crate) any_objcg: AtomicBool,
     pub(crate) vstats: crate::vmalloc::VmallocStats,
 }
 
@@ -269,6 +276,7 @@ impl Machine {
             None => None,
         };
         let slab_nomerge = cfg.slab_nomerge;
+        let cfg_cpus = cfg.cpus as usize;
         let mut m = Machine {
             content: ContentStore::new(layout.total_pages),
             cfg,
@@ -290,6 +298,9 @@ impl Machine {
             kmalloc_fixups: AtomicU64::new(0),
             vmap: Mutex::new(crate::vmalloc::VmapState::new()),
             memcgs: crate::memcg::Memcgs::new(),
+            obj_stocks: (0..cfg_cpus).map(|_| Default::default()).collect(),
+            objcgs: (0..64).map(|_| Mutex::new(Default::default())).collect(),
+            any_objcg: AtomicBool::new(false),
             vstats: Default::default(),
             layout,
         };

@@ -17,9 +17,14 @@
 //!   `page_counter_memparse` does (`max`, bytes with K/M/G/T suffixes, rounded down to
 //!   pages).
 //!
-//! Not yet modelled (later work of the cgroup issue): per-CPU charge stocks
-//! (MEMCG_CHARGE_BATCH), object-cgroup byte charging of slab objects, reclaim within the
-//! cgroup, OOM kills, memory.low/min protection in reclaim, reparenting.
+//! - slab objects of SLAB_ACCOUNT caches (and `__GFP_ACCOUNT` kmallocs, which use the
+//!   `kmalloc-cg-*` caches) are charged `obj_full_size` = slot + 8 bytes through a
+//!   per-CPU object stock that charges whole pages, as `obj_cgroup_charge` does;
+//!   accounted page blocks (including large kmallocs) are charged in pages as "kernel".
+//!
+//! Not yet modelled (later work of the cgroup issue): per-CPU page-charge stocks
+//! (MEMCG_CHARGE_BATCH), vmalloc's `__GFP_ACCOUNT`, reclaim within the cgroup, OOM
+//! kills, memory.low/min protection in reclaim, reparenting of charges.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -90,6 +95,9 @@ pub struct MemCgroup {
     stat: [AtomicU64; NR_STAT],
     /// Charges forced past `memory.max` (NOFAIL, HIGH, PF_MEMALLOC).
     forced: AtomicU64,
+    /// Object bytes charged (in whole pages) but not in use, outside any CPU's stock
+    /// (the object cgroup's `nr_charged_bytes`).
+    pub(crate) carry: AtomicU64,
     removed: AtomicBool,
 }
 
@@ -110,6 +118,7 @@ impl MemCgroup {
             events_local: Default::default(),
             stat: Default::default(),
             forced: AtomicU64::new(0),
+            carry: AtomicU64::new(0),
             removed: AtomicBool::new(false),
         }
     }
@@ -356,12 +365,36 @@ impl Memcgs {
         }
     }
 
-    /// `try_charge_memcg` for `nr_pages` against cgroup `id` and its ancestors.
+    /// Charge `nr_pages` and account them as `item` in `memory.stat`.
     pub fn charge(
         &self,
         id: CgroupId,
         nr_pages: u64,
         item: StatItem,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<Charged, MemcgError> {
+        let c = self.try_charge(id, nr_pages, gfp, ctx)?;
+        self.mod_stat(id, item, (nr_pages * PAGE_SIZE) as i64);
+        Ok(c)
+    }
+
+    /// Add to a `memory.stat` byte item of one cgroup.
+    pub fn mod_stat(&self, id: CgroupId, item: StatItem, delta: i64) {
+        if let Some(cg) = self.get(id) {
+            if delta >= 0 {
+                cg.stat[item as usize].fetch_add(delta as u64, Relaxed);
+            } else {
+                cg.stat[item as usize].fetch_sub(delta.unsigned_abs(), Relaxed);
+            }
+        }
+    }
+
+    /// `try_charge_memcg` for `nr_pages` against cgroup `id` and its ancestors.
+    pub fn try_charge(
+        &self,
+        id: CgroupId,
+        nr_pages: u64,
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<Charged, MemcgError> {
@@ -401,7 +434,6 @@ impl Memcgs {
             chain[0].forced.fetch_add(1, Relaxed);
             forced = true;
         }
-        chain[0].stat[item as usize].fetch_add(nr_pages * PAGE_SIZE, Relaxed);
         let mut delay = 0;
         for (i, cg) in chain.iter().enumerate() {
             let u = cg.usage.load(Relaxed);
@@ -420,9 +452,16 @@ impl Memcgs {
 
     /// Return a charge to the cgroup that took it (and its ancestors).
     pub fn uncharge(&self, id: CgroupId, nr_pages: u64, item: StatItem) {
-        let chain = self.chain(id);
-        chain[0].stat[item as usize].fetch_sub(nr_pages * PAGE_SIZE, Relaxed);
-        for cg in &chain {
+        self.mod_stat(id, item, -((nr_pages * PAGE_SIZE) as i64));
+        self.uncharge_pages(id, nr_pages);
+    }
+
+    /// Return pages without touching `memory.stat`.
+    pub fn uncharge_pages(&self, id: CgroupId, nr_pages: u64) {
+        if nr_pages == 0 {
+            return;
+        }
+        for cg in &self.chain(id) {
             cg.usage.fetch_sub(nr_pages, Relaxed);
         }
     }
@@ -687,5 +726,82 @@ mod tests {
                 .contains("\nkernel 819200\n"),
             "stat is hierarchical"
         );
+    }
+}
+
+/// A CPU's object stock (`struct obj_stock_pcp`): bytes already charged, in whole
+/// pages, to one cgroup and not yet used by objects.
+#[derive(Debug, Default)]
+pub struct ObjStock {
+    pub cg: Option<CgroupId>,
+    pub bytes: u64,
+}
+
+/// `obj_full_size`: what one slab object costs its cgroup (the slot plus the pointer
+/// to its object cgroup).
+pub fn obj_full_size(slot: u32) -> u64 {
+    slot as u64 + 8
+}
+
+impl Memcgs {
+    /// Give a stock's bytes back to its cgroup: whole pages are uncharged, the rest is
+    /// carried by the cgroup for its next charge.
+    fn drain_stock(&self, stock: &mut ObjStock) {
+        if let Some(old) = stock.cg.take() {
+            if let Some(cg) = self.get(old) {
+                let total = cg.carry.swap(0, Relaxed) + stock.bytes;
+                self.uncharge_pages(old, total / PAGE_SIZE);
+                cg.carry.fetch_add(total % PAGE_SIZE, Relaxed);
+            }
+        }
+        stock.bytes = 0;
+    }
+
+    /// `obj_cgroup_charge`: charge `bytes` of an object, byte-precisely, through the
+    /// CPU's stock; pages are charged as the stock runs dry.
+    pub fn charge_obj(
+        &self,
+        stock: &mut ObjStock,
+        id: CgroupId,
+        bytes: u64,
+        item: StatItem,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<Charged, MemcgError> {
+        if stock.cg != Some(id) {
+            self.drain_stock(stock);
+            stock.cg = Some(id);
+            stock.bytes = self.get(id).map_or(0, |c| c.carry.swap(0, Relaxed));
+        }
+        let mut charged = Charged::default();
+        if stock.bytes < bytes {
+            let pages = (bytes - stock.bytes).div_ceil(PAGE_SIZE);
+            charged = self.try_charge(id, pages, gfp, ctx)?;
+            stock.bytes += pages * PAGE_SIZE;
+        }
+        stock.bytes -= bytes;
+        self.mod_stat(id, item, bytes as i64);
+        Ok(charged)
+    }
+
+    /// `obj_cgroup_uncharge`: the bytes go back to the stock (or the cgroup's carry);
+    /// whole pages beyond a page of stock are uncharged.
+    pub fn uncharge_obj(&self, stock: &mut ObjStock, id: CgroupId, bytes: u64, item: StatItem) {
+        self.mod_stat(id, item, -(bytes as i64));
+        if stock.cg == Some(id) {
+            stock.bytes += bytes;
+            if stock.bytes > PAGE_SIZE {
+                let pages = stock.bytes / PAGE_SIZE;
+                self.uncharge_pages(id, pages);
+                stock.bytes -= pages * PAGE_SIZE;
+            }
+        } else if let Some(cg) = self.get(id) {
+            let total = cg.carry.fetch_add(bytes, Relaxed) + bytes;
+            if total >= PAGE_SIZE {
+                let take = cg.carry.swap(0, Relaxed);
+                self.uncharge_pages(id, take / PAGE_SIZE);
+                cg.carry.fetch_add(take % PAGE_SIZE, Relaxed);
+            }
+        }
     }
 }

@@ -968,8 +968,19 @@ impl Machine {
             nr_pages: self.pages().nr_pages(),
         })?;
         let w = self.claim_for_free(pfn, order)?;
+        self.uncharge_block(w, order);
         self.free_claimed(zi, cpu, pfn, order, w);
         Ok(())
+    }
+
+    /// Return the memcg charge recorded in a block's head word, if any.
+    #[inline]
+    fn uncharge_block(&self, w: PageWord, order: u8) {
+        if w.aux() != 0 {
+            let cg = crate::memcg::CgroupId((w.aux() - 1) as u16);
+            self.memcgs
+                .uncharge(cg, 1 << order, crate::memcg::StatItem::Kernel);
+        }
     }
 
     /// Validate a free and move the head word to `Freeing` (atomically, so two racing

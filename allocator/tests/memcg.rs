@@ -126,3 +126,107 @@ fn both_cpus_charging_one_cgroup_at_its_limit() {
     );
     assert_eq!(c.usage_pages(), 1024);
 }
+
+#[test]
+fn kmalloc_cg_objects_are_charged_byte_precisely() {
+    let m = machine();
+    let cg = m.memcg().create("/tenant").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let objs: Vec<u64> = (0..1000)
+        .map(|_| {
+            let o = m.kmalloc(64, Gfp::GFP_KERNEL_ACCOUNT, &ctx).unwrap();
+            assert_eq!(m.cache_name(o.cache.unwrap()), "kmalloc-cg-64");
+            o.addr
+        })
+        .collect();
+    // Each object costs its 64-byte slot plus the 8-byte object-cgroup pointer; pages
+    // are charged as the CPU's byte stock runs dry: ceil(72000 / 4096) = 18 pages.
+    assert_eq!(
+        m.memcg().read_file("/tenant", "memory.current").unwrap(),
+        "73728\n"
+    );
+    let stat = m.memcg().read_file("/tenant", "memory.stat").unwrap();
+    assert!(stat.contains("\nslab_unreclaimable 72000\n"), "{stat}");
+    assert!(stat.contains("\nkernel 72000\n"), "{stat}");
+    // Plain GFP_KERNEL from the same cgroup is not charged.
+    let plain = m.kmalloc(64, Gfp::GFP_KERNEL, &ctx).unwrap();
+    assert_eq!(
+        m.memcg().read_file("/tenant", "memory.current").unwrap(),
+        "73728\n"
+    );
+    m.kfree(plain.addr, &ctx).unwrap();
+    // Freed from another CPU and context: the charge returns to /tenant.
+    for a in objs {
+        m.kfree(a, &AllocContext::on_cpu(1)).unwrap();
+    }
+    assert!(m
+        .memcg()
+        .read_file("/tenant", "memory.stat")
+        .unwrap()
+        .contains("\nslab_unreclaimable 0\n"));
+    let cur: u64 = m
+        .memcg()
+        .read_file("/tenant", "memory.current")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(cur <= 4096, "at most the stocked page stays charged: {cur}");
+}
+
+#[test]
+fn slab_account_caches_and_limits() {
+    let m = machine();
+    let cg = m.memcg().create("/lim").unwrap();
+    m.memcg().write_file("/lim", "memory.max", "8K").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let c = m
+        .kmem_cache_create("acct_cache", 1000, 0, kmem_allocator::SlabFlags::ACCOUNT)
+        .unwrap();
+    let mut held = Vec::new();
+    let err = loop {
+        match m.kmem_cache_alloc(c, Gfp::GFP_KERNEL, &ctx) {
+            Ok(a) => held.push(a),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.reason(), "CGROUP_LIMIT_EXCEEDED", "{err}");
+    // 2 pages of charge hold 8192 / (slot + 8) objects.
+    let slot = m.cache_info(c).unwrap().slab_size as u64;
+    assert_eq!(held.len() as u64, 8192 / (slot + 8));
+    m.check_invariants().unwrap();
+    for a in held {
+        m.kmem_cache_free(c, a, &ctx).unwrap();
+    }
+    m.kmem_cache_destroy(c).unwrap();
+    m.check_fully_merged().unwrap();
+}
+
+#[test]
+fn large_kmalloc_with_account_charges_pages() {
+    let m = machine();
+    let cg = m.memcg().create("/big").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let o = m.kmalloc(100_000, Gfp::GFP_KERNEL_ACCOUNT, &ctx).unwrap();
+    assert_eq!(
+        m.memcg().read_file("/big", "memory.current").unwrap(),
+        "131072\n"
+    );
+    m.kfree(o.addr, &AllocContext::on_cpu(1)).unwrap();
+    assert_eq!(
+        m.memcg().read_file("/big", "memory.current").unwrap(),
+        "0\n"
+    );
+}

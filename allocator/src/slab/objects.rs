@@ -45,10 +45,58 @@ impl Machine {
                 break addr;
             }
         };
+        if let Err(e) = self.memcg_slab_post_alloc(c, addr, gfp, ctx) {
+            let _ = self.kmem_cache_free(id, addr, ctx);
+            return Err(e);
+        }
         if gfp.contains(Gfp::ZERO) || self.cfg.init_on_alloc {
             self.zero_virt(addr, c.layout.object_size as u64);
         }
         Ok(addr)
+    }
+
+    /// `memcg_slab_post_alloc_hook`: objects of SLAB_ACCOUNT caches, or allocated with
+    /// `__GFP_ACCOUNT`, are charged `obj_full_size` bytes to the context's cgroup.
+    #[inline]
+    fn memcg_slab_post_alloc(
+        &self,
+        c: &KmemCache,
+        addr: u64,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
+        let Some(cg) = ctx.cgroup.filter(|c| *c != crate::memcg::CgroupId::ROOT) else {
+            return Ok(());
+        };
+        if !c.flags.contains(SlabFlags::ACCOUNT) && !gfp.contains(Gfp::ACCOUNT) {
+            return Ok(());
+        }
+        let cpu = self.resolve_cpu(ctx)?;
+        let item = slab_item(c);
+        let bytes = crate::memcg::obj_full_size(c.layout.size);
+        self.memcgs
+            .charge_obj(&mut self.obj_stocks[cpu].lock(), cg, bytes, item, gfp, ctx)
+            .map_err(|e| SlabError::NoMemory(e.into()))?;
+        self.any_objcg.store(true, Relaxed);
+        self.objcgs[(addr as usize >> 3) % 64]
+            .lock()
+            .insert(addr, cg);
+        Ok(())
+    }
+
+    /// `memcg_slab_free_hook`.
+    #[inline]
+    fn memcg_slab_free(&self, c: &KmemCache, addr: u64, ctx: &AllocContext) {
+        if !self.any_objcg.load(Relaxed) {
+            return;
+        }
+        let Some(cg) = self.objcgs[(addr as usize >> 3) % 64].lock().remove(&addr) else {
+            return;
+        };
+        let cpu = self.resolve_cpu(ctx).unwrap_or(0);
+        let bytes = crate::memcg::obj_full_size(c.layout.size);
+        self.memcgs
+            .uncharge_obj(&mut self.obj_stocks[cpu].lock(), cg, bytes, slab_item(c));
     }
 
     /// `kmem_cache_alloc_node`.
@@ -201,6 +249,7 @@ impl Machine {
             self.debug_after_free(c, addr, ctx);
         }
         self.slab_free(c, o, ctx)?;
+        self.memcg_slab_free(c, addr, ctx);
         if self.cfg.init_on_free && !c.flags.contains(SlabFlags::POISON) {
             self.zero_virt(addr, c.layout.object_size as u64);
         }
@@ -485,5 +534,13 @@ impl Machine {
                 None => format!("slab cache #{id}"),
             },
         }
+    }
+}
+
+fn slab_item(c: &KmemCache) -> crate::memcg::StatItem {
+    if c.flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
+        crate::memcg::StatItem::SlabReclaimable
+    } else {
+        crate::memcg::StatItem::SlabUnreclaimable
     }
 }
