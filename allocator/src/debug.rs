@@ -240,6 +240,9 @@ impl Machine {
             Ok(_) => {}
             Err(e) => bad(e),
         }
+        if let Err(e) = self.check_memcg() {
+            bad(e);
+        }
         match self.check_vmalloc() {
             Ok(n) if n != census.vmalloc_heads => bad(format!(
                 "{} vmalloc-owned blocks in memory but areas map {n}",
@@ -452,6 +455,87 @@ impl Machine {
         }
         if errs.is_empty() {
             Ok(blocks)
+        } else {
+            Err(errs.join("\n"))
+        }
+    }
+}
+
+impl Machine {
+    /// Check the memory cgroups: every cgroup's own usage (its counter minus its
+    /// children's) equals what is charged to it — accounted page blocks, accounted
+    /// vmalloc areas, slab objects at `obj_full_size`, plus bytes held in object stocks
+    /// and carried — and nothing is charged to a cgroup twice.
+    pub fn check_memcg(&self) -> Result<(), String> {
+        use crate::memcg::CgroupId;
+        use crate::page::{Owner, PAGE_SIZE};
+        use std::collections::HashMap;
+        let mut expect: HashMap<u16, u64> = HashMap::new();
+        for zone in self.zones.iter().filter(|z| z.populated()) {
+            let mut p = zone.start_pfn;
+            while p < zone.end_pfn() {
+                let w = self.pages().get(p);
+                if w.kind() == PageKind::Alloc
+                    && matches!(w.owner(), Owner::Pages | Owner::LargeKmalloc)
+                    && w.aux() != 0
+                {
+                    *expect.entry((w.aux() - 1) as u16).or_default() +=
+                        (1u64 << w.order()) * PAGE_SIZE;
+                }
+                p += 1;
+            }
+        }
+        for a in self.vmap.lock().busy.values() {
+            if let Some(cg) = a.memcg {
+                *expect.entry(cg.0).or_default() += a.pages.len() as u64 * PAGE_SIZE;
+            }
+        }
+        for shard in &self.objcgs {
+            for (&addr, cg) in shard.lock().iter() {
+                let o = self
+                    .obj_ref(addr)
+                    .map_err(|e| format!("charged object {addr:#x}: {e}"))?;
+                let c = self.caches.get(o.cache).expect("resolved");
+                *expect.entry(cg.0).or_default() += crate::memcg::obj_full_size(c.layout.size);
+            }
+        }
+        for st in &self.obj_stocks {
+            let st = st.lock();
+            if let Some(cg) = st.cg {
+                *expect.entry(cg.0).or_default() += st.bytes;
+            }
+        }
+        let mut errs = Vec::new();
+        let paths = self.memcgs.list();
+        for path in &paths {
+            let id = self.memcgs.lookup(path).expect("listed");
+            if id == CgroupId::ROOT {
+                continue;
+            }
+            let cg = self.memcgs.get(id).expect("listed");
+            let children: u64 = paths
+                .iter()
+                .filter(|p| {
+                    p.starts_with(&format!("{path}/")) && !p[path.len() + 1..].contains('/')
+                })
+                .map(|p| {
+                    self.memcgs
+                        .get(self.memcgs.lookup(p).expect("listed"))
+                        .expect("listed")
+                        .usage_pages()
+                })
+                .sum();
+            let own = (cg.usage_pages() - children) * PAGE_SIZE;
+            let want = expect.get(&id.0).copied().unwrap_or(0)
+                + cg.carry.load(std::sync::atomic::Ordering::Relaxed);
+            if own != want {
+                errs.push(format!(
+                    "cgroup {path}: own usage {own} bytes but charges add up to {want}"
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
         } else {
             Err(errs.join("\n"))
         }

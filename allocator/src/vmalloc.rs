@@ -75,6 +75,8 @@ pub struct VmArea {
     pub caller: Option<Arc<str>>,
     /// Pages per node.
     pub nodes: Vec<u32>,
+    /// The cgroup charged for the pages (`__GFP_ACCOUNT`), memory.stat `vmalloc`.
+    pub memcg: Option<crate::memcg::CgroupId>,
 }
 
 impl VmArea {
@@ -118,6 +120,8 @@ pub enum VmallocError {
     TooLarge { size: u64 },
     #[error("vmap of page {pfn:#x}: not an allocated page")]
     BadPage { pfn: Pfn },
+    #[error(transparent)]
+    Memcg(#[from] crate::memcg::MemcgError),
 }
 
 impl VmallocError {
@@ -134,6 +138,7 @@ impl VmallocError {
             VmallocError::PageFault { .. } => "PAGE_FAULT",
             VmallocError::TooLarge { .. } => "SIZE_TOO_LARGE",
             VmallocError::BadPage { .. } => "INVALID_PAGE",
+            VmallocError::Memcg(e) => e.reason(),
         }
     }
 }
@@ -375,7 +380,7 @@ impl Machine {
         // kernel does.
         let mut ctx = r.ctx.clone();
         ctx.node = r.node.or(ctx.node);
-        // __GFP_ACCOUNT for vmalloc (the memcg `vmalloc` stat) is not wired yet.
+        // The pages themselves are not charged one by one: the area is, below.
         let page_gfp = r
             .gfp
             .without(Gfp(Gfp::ZERO.0 | Gfp::ACCOUNT.0))
@@ -411,6 +416,26 @@ impl Machine {
             return Err(self.vfail(&r, "failed to allocate pages", Some(e)));
         }
         let page_order = order;
+        // __GFP_ACCOUNT: the area's pages are charged as a whole (memory.stat
+        // `vmalloc`); a refused charge undoes the area.
+        let memcg = r
+            .ctx
+            .cgroup
+            .filter(|c| *c != crate::memcg::CgroupId::ROOT && r.gfp.contains(Gfp::ACCOUNT));
+        if let Some(cg) = memcg {
+            if let Err(e) = self.memcgs.charge(
+                cg,
+                pages.len() as u64,
+                crate::memcg::StatItem::Vmalloc,
+                r.gfp,
+                r.ctx,
+            ) {
+                self.release_pages(&pages, page_order);
+                self.vmap.lock().free.give(start, start + real + guard);
+                self.vstats.failures.fetch_add(1, Relaxed);
+                return Err(VmallocError::Memcg(e));
+            }
+        }
         self.vstats.pages.fetch_add(pages.len() as u64, Relaxed);
         let area = VmArea {
             start,
@@ -420,6 +445,7 @@ impl Machine {
             page_order,
             caller: r.ctx.caller.clone(),
             nodes,
+            memcg,
         };
         if r.gfp.contains(Gfp::ZERO) || self.cfg.init_on_alloc {
             for &p in &area.pages {
@@ -605,6 +631,7 @@ impl Machine {
                 page_order: 0,
                 caller: ctx.caller.clone(),
                 nodes,
+                memcg: None,
             },
         );
         Ok(start)
@@ -651,6 +678,10 @@ impl Machine {
                 for &p in &area.pages {
                     self.content.clear(p, 1);
                 }
+            }
+            if let Some(cg) = area.memcg {
+                self.memcgs
+                    .uncharge(cg, area.pages.len() as u64, crate::memcg::StatItem::Vmalloc);
             }
             self.release_pages(&area.pages, area.page_order);
             self.vstats

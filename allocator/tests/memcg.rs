@@ -230,3 +230,109 @@ fn large_kmalloc_with_account_charges_pages() {
         "0\n"
     );
 }
+
+#[test]
+fn accounted_vmalloc_charges_its_pages() {
+    let m = machine();
+    let cg = m.memcg().create("/v").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let a = m
+        .__vmalloc(10 * 4096, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
+        .unwrap();
+    assert_eq!(
+        m.memcg().read_file("/v", "memory.current").unwrap(),
+        "40960\n"
+    );
+    assert!(m
+        .memcg()
+        .read_file("/v", "memory.stat")
+        .unwrap()
+        .contains("\nvmalloc 40960\n"));
+    let k = m.kvmalloc(1 << 23, Gfp::GFP_KERNEL_ACCOUNT, &ctx).unwrap();
+    assert_eq!(k.backend, kmem_allocator::Backend::Vmalloc);
+    m.memcg().write_file("/v", "memory.max", "100K").unwrap();
+    let e = m
+        .__vmalloc(1 << 20, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
+        .unwrap_err();
+    assert_eq!(e.reason(), "CGROUP_LIMIT_EXCEEDED");
+    m.vfree(a).unwrap();
+    m.kvfree(k.addr, &ctx).unwrap();
+    assert_eq!(m.memcg().read_file("/v", "memory.current").unwrap(), "0\n");
+    m.check_fully_merged().unwrap();
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Pages { cg: usize, order: u8, nofail: bool },
+        Kmalloc { cg: usize, size: u64 },
+        Vmalloc { cg: usize, pages: u64 },
+        Free { pick: usize, cpu: u16 },
+        Limit { cg: usize, kib: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0usize..3, 0u8..4, proptest::bool::weighted(0.1)).prop_map(|(cg, order, nofail)| Op::Pages { cg, order, nofail }),
+            4 => (0usize..3, 1u64..3000).prop_map(|(cg, size)| Op::Kmalloc { cg, size }),
+            1 => (0usize..3, 1u64..40).prop_map(|(cg, pages)| Op::Vmalloc { cg, pages }),
+            4 => (any::<usize>(), 0u16..2).prop_map(|(pick, cpu)| Op::Free { pick, cpu }),
+            1 => (0usize..3, 0u64..600).prop_map(|(cg, kib)| Op::Limit { cg, kib }),
+        ]
+    }
+
+    enum Held {
+        Pages(u64, u8),
+        Obj(u64),
+        Vm(u64),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn charges_always_add_up_and_limits_hold(ops in proptest::collection::vec(op(), 1..120)) {
+            let m = Machine::boot(MachineConfig::bare(ByteSize::mib(256))).unwrap();
+            let paths = ["/a", "/a/b", "/c"];
+            let ids: Vec<_> = paths.iter().map(|p| m.memcg().create(p).unwrap()).collect();
+            let mut held: Vec<Held> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Pages { cg, order, nofail } => {
+                        let ctx = AllocContext { cgroup: Some(ids[cg]), cpu: Some(0), ..Default::default() };
+                        let g = if nofail { Gfp::GFP_KERNEL_ACCOUNT | Gfp::NOFAIL } else { Gfp::GFP_KERNEL_ACCOUNT };
+                        if let Ok(b) = m.alloc_pages(g, order, &ctx) { held.push(Held::Pages(b.pfn, order)) }
+                    }
+                    Op::Kmalloc { cg, size } => {
+                        let ctx = AllocContext { cgroup: Some(ids[cg]), cpu: Some(1), ..Default::default() };
+                        if let Ok(o) = m.kmalloc(size, Gfp::GFP_KERNEL_ACCOUNT, &ctx) { held.push(Held::Obj(o.addr)) }
+                    }
+                    Op::Vmalloc { cg, pages } => {
+                        let ctx = AllocContext { cgroup: Some(ids[cg]), cpu: Some(0), ..Default::default() };
+                        if let Ok(a) = m.__vmalloc(pages * 4096, Gfp::GFP_KERNEL_ACCOUNT, &ctx) { held.push(Held::Vm(a)) }
+                    }
+                    Op::Free { pick, cpu } if !held.is_empty() => {
+                        let ctx = AllocContext::on_cpu(cpu);
+                        match held.swap_remove(pick % held.len()) {
+                            Held::Pages(p, o) => m.free_pages_on(p, o, &ctx).unwrap(),
+                            Held::Obj(a) => m.kfree(a, &ctx).unwrap(),
+                            Held::Vm(a) => m.vfree(a).unwrap(),
+                        }
+                    }
+                    Op::Limit { cg, kib } => m.memcg().write_file(paths[cg], "memory.max", &format!("{kib}K")).unwrap(),
+                    _ => {}
+                }
+                if let Err(e) = m.check_invariants() {
+                    return Err(TestCaseError::fail(e));
+                }
+            }
+        }
+    }
+}
