@@ -527,7 +527,8 @@ impl Machine {
                 .sum();
             let own = (cg.usage_pages() - children) * PAGE_SIZE;
             let want = expect.get(&id.0).copied().unwrap_or(0)
-                + cg.carry.load(std::sync::atomic::Ordering::Relaxed);
+                + cg.carry.load(std::sync::atomic::Ordering::Relaxed)
+                + self.memcgs.stocked_pages(id) * PAGE_SIZE;
             if own != want {
                 errs.push(format!(
                     "cgroup {path}: own usage {own} bytes but charges add up to {want}"

@@ -297,7 +297,7 @@ impl Machine {
             large_kmalloc_pages: (0..nr_nodes).map(|_| AtomicU64::new(0)).collect(),
             kmalloc_fixups: AtomicU64::new(0),
             vmap: Mutex::new(crate::vmalloc::VmapState::new()),
-            memcgs: crate::memcg::Memcgs::new(),
+            memcgs: crate::memcg::Memcgs::new(cfg_cpus),
             obj_stocks: (0..cfg_cpus).map(|_| Default::default()).collect(),
             objcgs: (0..64).map(|_| Mutex::new(Default::default())).collect(),
             any_objcg: AtomicBool::new(false),

@@ -22,9 +22,13 @@
 //!   per-CPU object stock that charges whole pages, as `obj_cgroup_charge` does;
 //!   accounted page blocks (including large kmallocs) are charged in pages as "kernel".
 //!
-//! Not yet modelled (later work of the cgroup issue): per-CPU page-charge stocks
-//! (MEMCG_CHARGE_BATCH), vmalloc's `__GFP_ACCOUNT`, reclaim within the cgroup, OOM
-//! kills, memory.low/min protection in reclaim, reparenting of charges.
+//! - pages are charged in batches of MEMCG_CHARGE_BATCH (64) through per-CPU stocks,
+//!   so `memory.current` can exceed the real charge by 64 pages per CPU (uncharges go
+//!   back to the stock; limit writes and a charge over a limit drain every stock).
+//!
+//! Not yet modelled (later work of the cgroup issue): reclaim within the cgroup, OOM
+//! kills and `memory.oom.group` behaviour, memory.low/min protection in reclaim,
+//! reparenting of charges, the service-side cap on applying the high delay.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -215,6 +219,15 @@ pub fn high_delay_ms(usage: u64, high: u64, nr_pages: u64) -> u64 {
 pub struct Memcgs {
     table: RwLock<Vec<Option<std::sync::Arc<MemCgroup>>>>,
     by_path: RwLock<FxHashMap<String, u16>>,
+    /// Per-CPU page stocks (`memcg_stock`): pages charged ahead to one cgroup.
+    stocks: Vec<crate::pcp::SpinLock<PageStock>>,
+}
+
+/// A CPU's page stock.
+#[derive(Debug, Default)]
+pub struct PageStock {
+    pub cg: Option<CgroupId>,
+    pub pages: u64,
 }
 
 fn valid_path(p: &str) -> bool {
@@ -260,18 +273,20 @@ fn print_limit(pages: u64) -> String {
 
 impl Default for Memcgs {
     fn default() -> Self {
-        Self::new()
+        Self::new(1)
     }
 }
 
 impl Memcgs {
-    pub fn new() -> Self {
+    /// A controller for a machine with `cpus` CPUs (one page stock each).
+    pub fn new(cpus: usize) -> Self {
         let root = MemCgroup::new(CgroupId::ROOT, "/".into(), None);
         let mut by_path = FxHashMap::default();
         by_path.insert("/".to_string(), 0);
         Memcgs {
             table: RwLock::new(vec![Some(std::sync::Arc::new(root))]),
             by_path: RwLock::new(by_path),
+            stocks: (0..cpus.max(1)).map(|_| Default::default()).collect(),
         }
     }
 
@@ -373,8 +388,9 @@ impl Memcgs {
         item: StatItem,
         gfp: Gfp,
         ctx: &AllocContext,
+        cpu: usize,
     ) -> Result<Charged, MemcgError> {
-        let c = self.try_charge(id, nr_pages, gfp, ctx)?;
+        let c = self.try_charge(id, nr_pages, gfp, ctx, cpu)?;
         self.mod_stat(id, item, (nr_pages * PAGE_SIZE) as i64);
         Ok(c)
     }
@@ -390,30 +406,43 @@ impl Memcgs {
         }
     }
 
-    /// `try_charge_memcg` for `nr_pages` against cgroup `id` and its ancestors.
+    /// `try_charge_memcg` for `nr_pages` against cgroup `id` and its ancestors: from
+    /// the CPU's stock if it holds enough for this cgroup, else a whole batch
+    /// (MEMCG_CHARGE_BATCH pages, the rest stocked), else just `nr_pages`; over a limit
+    /// every stock is drained once and the charge retried.
     pub fn try_charge(
         &self,
         id: CgroupId,
         nr_pages: u64,
         gfp: Gfp,
         ctx: &AllocContext,
+        cpu: usize,
     ) -> Result<Charged, MemcgError> {
+        let cpu = cpu % self.stocks.len();
+        {
+            let mut st = self.stocks[cpu].lock();
+            if st.cg == Some(id) && st.pages >= nr_pages {
+                st.pages -= nr_pages;
+                return Ok(Charged::default());
+            }
+        }
         let chain = self.chain(id);
         let may_force = gfp.contains(Gfp::NOFAIL)
             || gfp.contains(Gfp::HIGH)
             || (ctx.scope.contains(Scope::MEMALLOC) && !gfp.contains(Gfp::NOMEMALLOC));
-        // Charge level by level; undo on the first level over its max.
-        let mut over: Option<usize> = None;
-        for (i, cg) in chain.iter().enumerate() {
-            let new = cg.usage.fetch_add(nr_pages, Relaxed) + nr_pages;
-            if cg.id != CgroupId::ROOT && new > cg.max.load(Relaxed) {
-                over = Some(i);
-                for done in &chain[..=i] {
-                    done.usage.fetch_sub(nr_pages, Relaxed);
+        let mut batch = nr_pages.max(CHARGE_BATCH);
+        let mut drained = false;
+        let over = loop {
+            match Self::counter_try_charge(&chain, batch) {
+                None => break None,
+                Some(_) if batch > nr_pages => batch = nr_pages,
+                Some(_) if !drained => {
+                    self.drain_stocks();
+                    drained = true;
                 }
-                break;
+                Some(i) => break Some(i),
             }
-        }
+        };
         let mut forced = false;
         if let Some(i) = over {
             self.event(&chain, i, MemcgEvent::Max);
@@ -433,6 +462,10 @@ impl Memcgs {
             }
             chain[0].forced.fetch_add(1, Relaxed);
             forced = true;
+            batch = nr_pages;
+        }
+        if batch > nr_pages {
+            self.refill_stock(cpu, id, batch - nr_pages);
         }
         let mut delay = 0;
         for (i, cg) in chain.iter().enumerate() {
@@ -451,18 +484,82 @@ impl Memcgs {
     }
 
     /// Return a charge to the cgroup that took it (and its ancestors).
-    pub fn uncharge(&self, id: CgroupId, nr_pages: u64, item: StatItem) {
+    pub fn uncharge(&self, id: CgroupId, nr_pages: u64, item: StatItem, cpu: usize) {
         self.mod_stat(id, item, -((nr_pages * PAGE_SIZE) as i64));
-        self.uncharge_pages(id, nr_pages);
+        self.uncharge_pages(id, nr_pages, cpu);
     }
 
-    /// Return pages without touching `memory.stat`.
-    pub fn uncharge_pages(&self, id: CgroupId, nr_pages: u64) {
+    /// Charge every level or none; the index of the first level over its max.
+    fn counter_try_charge(chain: &[std::sync::Arc<MemCgroup>], nr: u64) -> Option<usize> {
+        for (i, cg) in chain.iter().enumerate() {
+            let new = cg.usage.fetch_add(nr, Relaxed) + nr;
+            if cg.id != CgroupId::ROOT && new > cg.max.load(Relaxed) {
+                for done in &chain[..=i] {
+                    done.usage.fetch_sub(nr, Relaxed);
+                }
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn counter_uncharge(&self, id: CgroupId, nr_pages: u64) {
         if nr_pages == 0 {
             return;
         }
         for cg in &self.chain(id) {
             cg.usage.fetch_sub(nr_pages, Relaxed);
+        }
+    }
+
+    /// `refill_stock`: keep uncharged or surplus pages on the CPU for this cgroup;
+    /// a stock for another cgroup, or one above a batch, goes back to its counters.
+    fn refill_stock(&self, cpu: usize, id: CgroupId, nr_pages: u64) {
+        let mut st = self.stocks[cpu % self.stocks.len()].lock();
+        if st.cg != Some(id) {
+            if let Some(old) = st.cg {
+                self.counter_uncharge(old, st.pages);
+            }
+            st.cg = Some(id);
+            st.pages = 0;
+        }
+        st.pages += nr_pages;
+        if st.pages > CHARGE_BATCH {
+            self.counter_uncharge(id, st.pages);
+            st.pages = 0;
+        }
+    }
+
+    /// `drain_all_stock`: every CPU's stocked pages back to their cgroups.
+    pub fn drain_stocks(&self) {
+        for s in &self.stocks {
+            let mut st = s.lock();
+            if let Some(cg) = st.cg.take() {
+                self.counter_uncharge(cg, st.pages);
+            }
+            st.pages = 0;
+        }
+    }
+
+    /// Pages stocked for a cgroup on any CPU.
+    pub fn stocked_pages(&self, id: CgroupId) -> u64 {
+        self.stocks
+            .iter()
+            .map(|s| {
+                let st = s.lock();
+                if st.cg == Some(id) {
+                    st.pages
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// Return pages without touching `memory.stat`: they go to the CPU's stock.
+    pub fn uncharge_pages(&self, id: CgroupId, nr_pages: u64, cpu: usize) {
+        if nr_pages > 0 {
+            self.refill_stock(cpu, id, nr_pages);
         }
     }
 
@@ -580,6 +677,8 @@ impl Memcgs {
         if cg.id == CgroupId::ROOT {
             return Err(MemcgError::Root("limited"));
         }
+        // Limit writes return every stock first, as the kernel drains before reclaim.
+        self.drain_stocks();
         match file {
             "memory.max" => cg.max.store(memparse(file, value)?, Relaxed),
             "memory.high" => cg.high.store(memparse(file, value)?, Relaxed),
@@ -622,7 +721,7 @@ mod tests {
 
     #[test]
     fn files_parse_and_print_like_the_kernel() {
-        let c = Memcgs::new();
+        let c = Memcgs::new(1);
         c.create("/tenants").unwrap();
         c.create("/tenants/a").unwrap();
         assert_eq!(c.read_file("/tenants/a", "memory.max").unwrap(), "max\n");
@@ -661,15 +760,15 @@ mod tests {
 
     #[test]
     fn hierarchical_limits_and_events() {
-        let c = Memcgs::new();
+        let c = Memcgs::new(1);
         let p = c.create("/p").unwrap();
         let a = c.create("/p/a").unwrap();
         c.write_file("/p", "memory.max", "1M").unwrap(); // 256 pages
         let ctx = AllocContext::default();
-        c.charge(a, 200, StatItem::Kernel, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
+        c.charge(a, 200, StatItem::Kernel, Gfp::GFP_KERNEL_ACCOUNT, &ctx, 0)
             .unwrap();
         let e = c
-            .charge(a, 100, StatItem::Kernel, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
+            .charge(a, 100, StatItem::Kernel, Gfp::GFP_KERNEL_ACCOUNT, &ctx, 0)
             .unwrap_err();
         assert_eq!(e.reason(), "CGROUP_LIMIT_EXCEEDED");
         assert!(
@@ -698,12 +797,13 @@ mod tests {
                 StatItem::Kernel,
                 Gfp::GFP_KERNEL_ACCOUNT | Gfp::NOFAIL,
                 &ctx,
+                0,
             )
             .unwrap();
         assert!(f.forced);
         assert_eq!(pc.usage_pages(), 300);
         assert_eq!(c.get(CgroupId::ROOT).unwrap().usage_pages(), 300);
-        c.uncharge(a, 300, StatItem::Kernel);
+        c.uncharge(a, 300, StatItem::Kernel, 0);
         assert_eq!(pc.usage_pages(), 0);
         assert_eq!(
             c.read_file("/p", "memory.peak").unwrap(),
@@ -712,7 +812,7 @@ mod tests {
         // memory.high: succeeds, counts, reports the penalty.
         c.write_file("/p/a", "memory.high", "400K").unwrap(); // 100 pages
         let h = c
-            .charge(a, 200, StatItem::Kernel, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
+            .charge(a, 200, StatItem::Kernel, Gfp::GFP_KERNEL_ACCOUNT, &ctx, 0)
             .unwrap();
         assert_eq!(h.high_delay_ms, 2000);
         assert_eq!(ac.event(MemcgEvent::High), 1);
@@ -746,11 +846,11 @@ pub fn obj_full_size(slot: u32) -> u64 {
 impl Memcgs {
     /// Give a stock's bytes back to its cgroup: whole pages are uncharged, the rest is
     /// carried by the cgroup for its next charge.
-    fn drain_stock(&self, stock: &mut ObjStock) {
+    fn drain_stock(&self, stock: &mut ObjStock, cpu: usize) {
         if let Some(old) = stock.cg.take() {
             if let Some(cg) = self.get(old) {
                 let total = cg.carry.swap(0, Relaxed) + stock.bytes;
-                self.uncharge_pages(old, total / PAGE_SIZE);
+                self.uncharge_pages(old, total / PAGE_SIZE, cpu);
                 cg.carry.fetch_add(total % PAGE_SIZE, Relaxed);
             }
         }
@@ -759,6 +859,7 @@ impl Memcgs {
 
     /// `obj_cgroup_charge`: charge `bytes` of an object, byte-precisely, through the
     /// CPU's stock; pages are charged as the stock runs dry.
+    #[allow(clippy::too_many_arguments)]
     pub fn charge_obj(
         &self,
         stock: &mut ObjStock,
@@ -767,16 +868,17 @@ impl Memcgs {
         item: StatItem,
         gfp: Gfp,
         ctx: &AllocContext,
+        cpu: usize,
     ) -> Result<Charged, MemcgError> {
         if stock.cg != Some(id) {
-            self.drain_stock(stock);
+            self.drain_stock(stock, cpu);
             stock.cg = Some(id);
             stock.bytes = self.get(id).map_or(0, |c| c.carry.swap(0, Relaxed));
         }
         let mut charged = Charged::default();
         if stock.bytes < bytes {
             let pages = (bytes - stock.bytes).div_ceil(PAGE_SIZE);
-            charged = self.try_charge(id, pages, gfp, ctx)?;
+            charged = self.try_charge(id, pages, gfp, ctx, cpu)?;
             stock.bytes += pages * PAGE_SIZE;
         }
         stock.bytes -= bytes;
@@ -786,20 +888,27 @@ impl Memcgs {
 
     /// `obj_cgroup_uncharge`: the bytes go back to the stock (or the cgroup's carry);
     /// whole pages beyond a page of stock are uncharged.
-    pub fn uncharge_obj(&self, stock: &mut ObjStock, id: CgroupId, bytes: u64, item: StatItem) {
+    pub fn uncharge_obj(
+        &self,
+        stock: &mut ObjStock,
+        id: CgroupId,
+        bytes: u64,
+        item: StatItem,
+        cpu: usize,
+    ) {
         self.mod_stat(id, item, -(bytes as i64));
         if stock.cg == Some(id) {
             stock.bytes += bytes;
             if stock.bytes > PAGE_SIZE {
                 let pages = stock.bytes / PAGE_SIZE;
-                self.uncharge_pages(id, pages);
+                self.uncharge_pages(id, pages, cpu);
                 stock.bytes -= pages * PAGE_SIZE;
             }
         } else if let Some(cg) = self.get(id) {
             let total = cg.carry.fetch_add(bytes, Relaxed) + bytes;
             if total >= PAGE_SIZE {
                 let take = cg.carry.swap(0, Relaxed);
-                self.uncharge_pages(id, take / PAGE_SIZE);
+                self.uncharge_pages(id, take / PAGE_SIZE, cpu);
                 cg.carry.fetch_add(take % PAGE_SIZE, Relaxed);
             }
         }

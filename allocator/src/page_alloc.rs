@@ -515,10 +515,15 @@ impl Machine {
         if !b.gfp.contains(Gfp::ACCOUNT) {
             return Ok(b);
         }
-        match self
-            .memcgs
-            .charge(cg, 1 << b.order, crate::memcg::StatItem::Kernel, b.gfp, ctx)
-        {
+        let cpu = self.resolve_cpu(ctx)?;
+        match self.memcgs.charge(
+            cg,
+            1 << b.order,
+            crate::memcg::StatItem::Kernel,
+            b.gfp,
+            ctx,
+            cpu,
+        ) {
             Ok(_) => {
                 let w = self.pages().get(b.pfn);
                 self.pages().set(b.pfn, w.with_aux(cg.0 as u32 + 1));
@@ -946,11 +951,7 @@ impl Machine {
             });
         }
         let w = self.claim_for_free(pfn, order)?;
-        if w.aux() != 0 {
-            let cg = crate::memcg::CgroupId((w.aux() - 1) as u16);
-            self.memcgs
-                .uncharge(cg, 1 << order, crate::memcg::StatItem::Kernel);
-        }
+        self.uncharge_block(w, order, cpu);
         self.free_claimed(zi, cpu, pfn, order, w);
         Ok(())
     }
@@ -968,18 +969,18 @@ impl Machine {
             nr_pages: self.pages().nr_pages(),
         })?;
         let w = self.claim_for_free(pfn, order)?;
-        self.uncharge_block(w, order);
+        self.uncharge_block(w, order, cpu);
         self.free_claimed(zi, cpu, pfn, order, w);
         Ok(())
     }
 
     /// Return the memcg charge recorded in a block's head word, if any.
     #[inline]
-    fn uncharge_block(&self, w: PageWord, order: u8) {
+    fn uncharge_block(&self, w: PageWord, order: u8, cpu: usize) {
         if w.aux() != 0 {
             let cg = crate::memcg::CgroupId((w.aux() - 1) as u16);
             self.memcgs
-                .uncharge(cg, 1 << order, crate::memcg::StatItem::Kernel);
+                .uncharge(cg, 1 << order, crate::memcg::StatItem::Kernel, cpu);
         }
     }
 

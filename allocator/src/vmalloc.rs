@@ -423,12 +423,14 @@ impl Machine {
             .cgroup
             .filter(|c| *c != crate::memcg::CgroupId::ROOT && r.gfp.contains(Gfp::ACCOUNT));
         if let Some(cg) = memcg {
+            let cpu = self.resolve_cpu(r.ctx).unwrap_or(0);
             if let Err(e) = self.memcgs.charge(
                 cg,
                 pages.len() as u64,
                 crate::memcg::StatItem::Vmalloc,
                 r.gfp,
                 r.ctx,
+                cpu,
             ) {
                 self.release_pages(&pages, page_order);
                 self.vmap.lock().free.give(start, start + real + guard);
@@ -680,8 +682,13 @@ impl Machine {
                 }
             }
             if let Some(cg) = area.memcg {
-                self.memcgs
-                    .uncharge(cg, area.pages.len() as u64, crate::memcg::StatItem::Vmalloc);
+                let cpu = self.resolve_cpu(&AllocContext::default()).unwrap_or(0);
+                self.memcgs.uncharge(
+                    cg,
+                    area.pages.len() as u64,
+                    crate::memcg::StatItem::Vmalloc,
+                    cpu,
+                );
             }
             self.release_pages(&area.pages, area.page_order);
             self.vstats

@@ -3,6 +3,13 @@
 use kmem_allocator::memcg::MemcgEvent;
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
 
+/// memory.current with every CPU's charge stock drained first: exactly what is
+/// charged (the stocks make the raw value move in MEMCG_CHARGE_BATCH steps).
+fn exact(m: &Machine, path: &str) -> String {
+    m.memcg().drain_stocks();
+    m.memcg().read_file(path, "memory.current").unwrap()
+}
+
 fn machine() -> Machine {
     Machine::boot(MachineConfig::bare(ByteSize::gib(1))).unwrap()
 }
@@ -18,11 +25,7 @@ fn accounted_pages_are_charged_and_uncharged_by_their_owner() {
     };
     let a = m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 3, &ctx).unwrap();
     let b = m.alloc_pages(Gfp::GFP_KERNEL, 3, &ctx).unwrap();
-    assert_eq!(
-        m.memcg().read_file("/job", "memory.current").unwrap(),
-        "32768\n",
-        "only the accounted block"
-    );
+    assert_eq!(exact(&m, "/job"), "32768\n", "only the accounted block");
     assert!(m
         .memcg()
         .read_file("/job", "memory.stat")
@@ -30,24 +33,15 @@ fn accounted_pages_are_charged_and_uncharged_by_their_owner() {
         .contains("\nkernel 32768\n"));
     // Freed by someone else, on another CPU: the charge still goes back to /job.
     m.free_pages_on(a.pfn, 3, &AllocContext::on_cpu(1)).unwrap();
-    assert_eq!(
-        m.memcg().read_file("/job", "memory.current").unwrap(),
-        "0\n"
-    );
+    assert_eq!(exact(&m, "/job"), "0\n");
     m.free_pages(b.pfn, 3).unwrap();
     // alloc_pages_exact keeps the owner on every page it splits off.
     let e = m
         .alloc_pages_exact(3 * 4096, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
         .unwrap();
-    assert_eq!(
-        m.memcg().read_file("/job", "memory.current").unwrap(),
-        "12288\n"
-    );
+    assert_eq!(exact(&m, "/job"), "12288\n");
     m.free_pages_exact(e.pfn, 3 * 4096).unwrap();
-    assert_eq!(
-        m.memcg().read_file("/job", "memory.current").unwrap(),
-        "0\n"
-    );
+    assert_eq!(exact(&m, "/job"), "0\n");
     m.check_fully_merged().unwrap();
 }
 
@@ -86,6 +80,7 @@ fn memory_max_refuses_and_leaves_nothing_behind() {
     for b in held {
         m.free_pages(b.pfn, 0).unwrap();
     }
+    m.memcg().drain_stocks();
     assert_eq!(c.usage_pages(), 0);
     m.check_fully_merged().unwrap();
 }
@@ -145,19 +140,13 @@ fn kmalloc_cg_objects_are_charged_byte_precisely() {
         .collect();
     // Each object costs its 64-byte slot plus the 8-byte object-cgroup pointer; pages
     // are charged as the CPU's byte stock runs dry: ceil(72000 / 4096) = 18 pages.
-    assert_eq!(
-        m.memcg().read_file("/tenant", "memory.current").unwrap(),
-        "73728\n"
-    );
+    assert_eq!(exact(&m, "/tenant"), "73728\n");
     let stat = m.memcg().read_file("/tenant", "memory.stat").unwrap();
     assert!(stat.contains("\nslab_unreclaimable 72000\n"), "{stat}");
     assert!(stat.contains("\nkernel 72000\n"), "{stat}");
     // Plain GFP_KERNEL from the same cgroup is not charged.
     let plain = m.kmalloc(64, Gfp::GFP_KERNEL, &ctx).unwrap();
-    assert_eq!(
-        m.memcg().read_file("/tenant", "memory.current").unwrap(),
-        "73728\n"
-    );
+    assert_eq!(exact(&m, "/tenant"), "73728\n");
     m.kfree(plain.addr, &ctx).unwrap();
     // Freed from another CPU and context: the charge returns to /tenant.
     for a in objs {
@@ -168,14 +157,11 @@ fn kmalloc_cg_objects_are_charged_byte_precisely() {
         .read_file("/tenant", "memory.stat")
         .unwrap()
         .contains("\nslab_unreclaimable 0\n"));
-    let cur: u64 = m
-        .memcg()
-        .read_file("/tenant", "memory.current")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(cur <= 4096, "at most the stocked page stays charged: {cur}");
+    let cur: u64 = exact(&m, "/tenant").trim().parse().unwrap();
+    assert!(
+        cur <= 4096,
+        "at most the object stock's page stays charged: {cur}"
+    );
 }
 
 #[test]
@@ -220,15 +206,9 @@ fn large_kmalloc_with_account_charges_pages() {
         ..Default::default()
     };
     let o = m.kmalloc(100_000, Gfp::GFP_KERNEL_ACCOUNT, &ctx).unwrap();
-    assert_eq!(
-        m.memcg().read_file("/big", "memory.current").unwrap(),
-        "131072\n"
-    );
+    assert_eq!(exact(&m, "/big"), "131072\n");
     m.kfree(o.addr, &AllocContext::on_cpu(1)).unwrap();
-    assert_eq!(
-        m.memcg().read_file("/big", "memory.current").unwrap(),
-        "0\n"
-    );
+    assert_eq!(exact(&m, "/big"), "0\n");
 }
 
 #[test]
@@ -243,10 +223,7 @@ fn accounted_vmalloc_charges_its_pages() {
     let a = m
         .__vmalloc(10 * 4096, Gfp::GFP_KERNEL_ACCOUNT, &ctx)
         .unwrap();
-    assert_eq!(
-        m.memcg().read_file("/v", "memory.current").unwrap(),
-        "40960\n"
-    );
+    assert_eq!(exact(&m, "/v"), "40960\n");
     assert!(m
         .memcg()
         .read_file("/v", "memory.stat")
@@ -261,7 +238,7 @@ fn accounted_vmalloc_charges_its_pages() {
     assert_eq!(e.reason(), "CGROUP_LIMIT_EXCEEDED");
     m.vfree(a).unwrap();
     m.kvfree(k.addr, &ctx).unwrap();
-    assert_eq!(m.memcg().read_file("/v", "memory.current").unwrap(), "0\n");
+    assert_eq!(exact(&m, "/v"), "0\n");
     m.check_fully_merged().unwrap();
 }
 

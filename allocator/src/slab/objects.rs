@@ -75,7 +75,15 @@ impl Machine {
         let item = slab_item(c);
         let bytes = crate::memcg::obj_full_size(c.layout.size);
         self.memcgs
-            .charge_obj(&mut self.obj_stocks[cpu].lock(), cg, bytes, item, gfp, ctx)
+            .charge_obj(
+                &mut self.obj_stocks[cpu].lock(),
+                cg,
+                bytes,
+                item,
+                gfp,
+                ctx,
+                cpu,
+            )
             .map_err(|e| SlabError::NoMemory(e.into()))?;
         self.any_objcg.store(true, Relaxed);
         self.objcgs[(addr as usize >> 3) % 64]
@@ -95,8 +103,13 @@ impl Machine {
         };
         let cpu = self.resolve_cpu(ctx).unwrap_or(0);
         let bytes = crate::memcg::obj_full_size(c.layout.size);
-        self.memcgs
-            .uncharge_obj(&mut self.obj_stocks[cpu].lock(), cg, bytes, slab_item(c));
+        self.memcgs.uncharge_obj(
+            &mut self.obj_stocks[cpu].lock(),
+            cg,
+            bytes,
+            slab_item(c),
+            cpu,
+        );
     }
 
     /// `kmem_cache_alloc_node`.
