@@ -367,6 +367,21 @@ struct Request<'a> {
     ctx: &'a AllocContext,
 }
 
+impl Request<'_> {
+    /// The block handed to the caller.
+    fn block(&self, zone: &Zone, pfn: Pfn, pfmemalloc: bool) -> PageBlock {
+        PageBlock {
+            pfn,
+            order: self.order,
+            node: zone.node,
+            zone: zone.zt,
+            migratetype: self.mt,
+            gfp: self.gfp,
+            pfmemalloc,
+        }
+    }
+}
+
 /// `MAX_RECLAIM_RETRIES`.
 const MAX_RECLAIM_RETRIES: u32 = 16;
 
@@ -487,21 +502,8 @@ impl Machine {
             b.count_alloc(req.order, true, zone.node == self.cpus[req.cpu].node);
             p
         };
-        if flags.contains(AllocFlags::KSWAPD)
-            && zone.boosted.load(Relaxed)
-            && zone.boosted.swap(false, Relaxed)
-        {
-            self.wake_kswapd(zone.node);
-        }
-        Some(PageBlock {
-            pfn,
-            order: req.order,
-            node: zone.node,
-            zone: zone.zt,
-            migratetype: req.mt,
-            gfp: req.gfp,
-            pfmemalloc: false,
-        })
+        self.wake_if_boosted(zone, flags);
+        Some(req.block(zone, pfn, false))
     }
 
     /// `__memcg_kmem_charge_page`: charge an `__GFP_ACCOUNT` block to the context's
@@ -636,12 +638,7 @@ impl Machine {
             // Only numa_foreign (another zone's counter) still needs the CPU.
             Some((p, zone.node == req.node))
         })?;
-        if flags.contains(AllocFlags::KSWAPD)
-            && zone.boosted.load(Relaxed)
-            && zone.boosted.swap(false, Relaxed)
-        {
-            self.wake_kswapd(zone.node);
-        }
+        self.wake_if_boosted(zone, flags);
         Some(got)
     }
 
@@ -729,15 +726,7 @@ impl Machine {
                 self.cpus[req.cpu].state.lock().pcp[pz].numa.foreign += 1;
             }
         }
-        PageBlock {
-            pfn,
-            order: req.order,
-            node: zone.node,
-            zone: zone.zt,
-            migratetype: req.mt,
-            gfp: req.gfp,
-            pfmemalloc,
-        }
+        req.block(zone, pfn, pfmemalloc)
     }
 
     /// `__alloc_pages_slowpath`.
@@ -885,6 +874,17 @@ impl Machine {
     /// The direct-reclaim hook: pages reclaimed. Nothing is reclaimable until vmscan.
     fn direct_reclaim(&self, _req: &Request) -> u64 {
         0
+    }
+
+    /// ZONE_BOOSTED_WATERMARK: after a boost, the next allocation wakes kswapd.
+    #[inline]
+    fn wake_if_boosted(&self, zone: &Zone, flags: AllocFlags) {
+        if flags.contains(AllocFlags::KSWAPD)
+            && zone.boosted.load(Relaxed)
+            && zone.boosted.swap(false, Relaxed)
+        {
+            self.wake_kswapd(zone.node);
+        }
     }
 
     fn wake_kswapd(&self, _node: u16) {
