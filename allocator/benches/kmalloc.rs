@@ -9,5 +9,6 @@ fn main() {
     common::pairs(&mut c, "glibc_malloc");
     common::churn(&mut c, "glibc_malloc");
     common::threads(&mut c);
+    common::accounted(&mut c);
     c.final_summary();
 }

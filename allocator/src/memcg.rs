@@ -44,6 +44,8 @@ use crate::units::ByteSize;
 
 /// `PAGE_COUNTER_MAX` (pages): "max".
 pub const COUNTER_MAX: u64 = i64::MAX as u64 / PAGE_SIZE;
+/// Most cgroups a machine can have had (ids are not reused).
+pub const MAX_CGROUPS: usize = 4096;
 /// `MEMCG_CHARGE_BATCH`.
 pub const CHARGE_BATCH: u64 = 64;
 /// The penalty cap, `MEMCG_MAX_HIGH_DELAY_JIFFIES` = 2 × HZ, in ms.
@@ -217,8 +219,11 @@ pub fn high_delay_ms(usage: u64, high: u64, nr_pages: u64) -> u64 {
 
 /// The controller: every cgroup, addressed by id and by path.
 pub struct Memcgs {
-    table: RwLock<Vec<Option<std::sync::Arc<MemCgroup>>>>,
+    /// Append-only: ids are never reused, so a lookup is a lock-free index.
+    table: Vec<std::sync::OnceLock<Box<MemCgroup>>>,
+    /// Path → id of live cgroups; also the lock that hands out ids.
     by_path: RwLock<FxHashMap<String, u16>>,
+    next_id: std::sync::atomic::AtomicUsize,
     /// Per-CPU page stocks (`memcg_stock`): pages charged ahead to one cgroup.
     stocks: Vec<crate::pcp::SpinLock<PageStock>>,
 }
@@ -284,14 +289,21 @@ impl Memcgs {
         let mut by_path = FxHashMap::default();
         by_path.insert("/".to_string(), 0);
         Memcgs {
-            table: RwLock::new(vec![Some(std::sync::Arc::new(root))]),
+            table: {
+                let mut t = Vec::with_capacity(MAX_CGROUPS);
+                t.resize_with(MAX_CGROUPS, std::sync::OnceLock::new);
+                let _ = t[0].set(Box::new(root));
+                t
+            },
             by_path: RwLock::new(by_path),
+            next_id: std::sync::atomic::AtomicUsize::new(1),
             stocks: (0..cpus.max(1)).map(|_| Default::default()).collect(),
         }
     }
 
-    pub fn get(&self, id: CgroupId) -> Option<std::sync::Arc<MemCgroup>> {
-        self.table.read().get(id.0 as usize).cloned().flatten()
+    #[inline]
+    pub fn get(&self, id: CgroupId) -> Option<&MemCgroup> {
+        self.table.get(id.0 as usize)?.get().map(|b| &**b)
     }
 
     pub fn lookup(&self, path: &str) -> Result<CgroupId, MemcgError> {
@@ -315,21 +327,17 @@ impl Memcgs {
         if by_path.contains_key(path) {
             return Err(MemcgError::Exists(path.to_string()));
         }
-        let mut t = self.table.write();
-        let id = t.iter().position(|s| s.is_none()).unwrap_or(t.len());
-        if id > u16::MAX as usize {
-            return Err(MemcgError::BadPath("too many cgroups".into()));
+        let id = self.next_id.load(Relaxed);
+        if id >= MAX_CGROUPS {
+            return Err(MemcgError::BadPath(format!(
+                "{path}: at most {MAX_CGROUPS} cgroups"
+            )));
         }
-        let cg = std::sync::Arc::new(MemCgroup::new(
-            CgroupId(id as u16),
-            path.to_string(),
-            Some(parent),
-        ));
-        if id == t.len() {
-            t.push(Some(cg));
-        } else {
-            t[id] = Some(cg);
+        let cg = MemCgroup::new(CgroupId(id as u16), path.to_string(), Some(parent));
+        if self.table[id].set(Box::new(cg)).is_err() {
+            unreachable!("ids are handed out under the path lock");
         }
+        self.next_id.store(id + 1, Relaxed);
         by_path.insert(path.to_string(), id as u16);
         Ok(CgroupId(id as u16))
     }
@@ -347,8 +355,7 @@ impl Memcgs {
             return Err(MemcgError::Busy(path.to_string()));
         }
         by_path.remove(path);
-        let t = self.table.read();
-        if let Some(cg) = &t[id.0 as usize] {
+        if let Some(cg) = self.get(id) {
             cg.removed.store(true, Relaxed);
         }
         Ok(())
@@ -361,19 +368,18 @@ impl Memcgs {
         v
     }
 
-    fn chain(&self, id: CgroupId) -> Vec<std::sync::Arc<MemCgroup>> {
-        let t = self.table.read();
+    fn chain(&self, id: CgroupId) -> Vec<&MemCgroup> {
         let mut out = Vec::new();
         let mut cur = Some(id);
         while let Some(c) = cur {
-            let cg = t[c.0 as usize].clone().expect("live cgroup in a chain");
+            let cg = self.get(c).expect("live cgroup in a chain");
             cur = cg.parent;
             out.push(cg);
         }
         out
     }
 
-    fn event(&self, chain: &[std::sync::Arc<MemCgroup>], at: usize, e: MemcgEvent) {
+    fn event(&self, chain: &[&MemCgroup], at: usize, e: MemcgEvent) {
         chain[at].events_local[e as usize].fetch_add(1, Relaxed);
         for cg in &chain[at..] {
             cg.events[e as usize].fetch_add(1, Relaxed);
@@ -490,7 +496,7 @@ impl Memcgs {
     }
 
     /// Charge every level or none; the index of the first level over its max.
-    fn counter_try_charge(chain: &[std::sync::Arc<MemCgroup>], nr: u64) -> Option<usize> {
+    fn counter_try_charge(chain: &[&MemCgroup], nr: u64) -> Option<usize> {
         for (i, cg) in chain.iter().enumerate() {
             let new = cg.usage.fetch_add(nr, Relaxed) + nr;
             if cg.id != CgroupId::ROOT && new > cg.max.load(Relaxed) {
@@ -507,8 +513,11 @@ impl Memcgs {
         if nr_pages == 0 {
             return;
         }
-        for cg in &self.chain(id) {
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let cg = self.get(c).expect("live cgroup");
             cg.usage.fetch_sub(nr_pages, Relaxed);
+            cur = cg.parent;
         }
     }
 
@@ -620,16 +629,14 @@ impl Memcgs {
         } else {
             format!("{}/", cg.path)
         };
-        let t = self.table.read();
         let mut sums = [0u64; NR_STAT];
-        for c in t.iter().flatten() {
+        for c in self.table.iter().map_while(|slot| slot.get()) {
             if c.id == cg.id || c.path.starts_with(&prefix) {
                 for (s, v) in sums.iter_mut().zip(c.stat.iter()) {
                     *s += v.load(Relaxed);
                 }
             }
         }
-        drop(t);
         let [kernel_pages, vmalloc, srec, sunrec] = sums;
         let kernel = kernel_pages + vmalloc + srec + sunrec;
         let mut s = String::new();
