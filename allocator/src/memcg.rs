@@ -615,7 +615,7 @@ impl Memcgs {
                 }
                 s
             }
-            "memory.stat" => self.stat_text(&cg),
+            "memory.stat" => self.stat_text(cg),
             other => return Err(MemcgError::UnknownFile(other.to_string())),
         })
     }
