@@ -361,6 +361,47 @@ impl Memcgs {
         Ok(())
     }
 
+    /// Effective `memory.min` and `memory.low` of a cgroup in pages
+    /// (`mem_cgroup_calculate_protection` / `effective_protection`, without the
+    /// memory_recursiveprot extension): a cgroup's protection is min(usage, setting),
+    /// and where the siblings together claim more than their parent's effective
+    /// protection, each gets its share in proportion. Reclaim will honour these.
+    pub fn effective_protection(&self, id: CgroupId) -> (u64, u64) {
+        let cg = self.get(id).expect("live cgroup");
+        let Some(parent) = cg.parent else {
+            return (0, 0); // the root is not protected
+        };
+        let usage = cg.usage_pages();
+        let own = |c: &MemCgroup, v: &AtomicU64| c.usage_pages().min(v.load(Relaxed));
+        if parent == CgroupId::ROOT {
+            return (
+                usage.min(cg.min.load(Relaxed)),
+                usage.min(cg.low.load(Relaxed)),
+            );
+        }
+        let (pmin, plow) = self.effective_protection(parent);
+        let siblings: Vec<&MemCgroup> = self
+            .table
+            .iter()
+            .map_while(|s| s.get())
+            .map(|b| &**b)
+            .filter(|c| c.parent == Some(parent) && !c.removed.load(Relaxed))
+            .collect();
+        let share = |mine: u64, parent_eff: u64, claimed: u64| {
+            if claimed > parent_eff && claimed > 0 {
+                (mine as u128 * parent_eff as u128 / claimed as u128) as u64
+            } else {
+                mine.min(parent_eff)
+            }
+        };
+        let claimed_min: u64 = siblings.iter().map(|c| own(c, &c.min)).sum();
+        let claimed_low: u64 = siblings.iter().map(|c| own(c, &c.low)).sum();
+        (
+            share(own(cg, &cg.min), pmin, claimed_min),
+            share(own(cg, &cg.low), plow, claimed_low),
+        )
+    }
+
     /// Every cgroup path, sorted.
     pub fn list(&self) -> Vec<String> {
         let mut v: Vec<String> = self.by_path.read().keys().cloned().collect();
@@ -763,6 +804,29 @@ mod tests {
         c.remove("/tenants/a").unwrap();
         c.remove("/tenants").unwrap();
         assert_eq!(c.list(), vec!["/".to_string()]);
+    }
+
+    #[test]
+    fn effective_protection_is_shared_by_siblings() {
+        let c = Memcgs::new(1);
+        let p = c.create("/p").unwrap();
+        let a = c.create("/p/a").unwrap();
+        let b = c.create("/p/b").unwrap();
+        let ctx = AllocContext::default();
+        for (id, pages) in [(a, 300), (b, 100)] {
+            c.try_charge(id, pages, Gfp::GFP_KERNEL_ACCOUNT, &ctx, 0)
+                .unwrap();
+        }
+        c.drain_stocks();
+        c.write_file("/p", "memory.low", "1M").unwrap(); // 256 pages
+        c.write_file("/p/a", "memory.low", "1M").unwrap();
+        c.write_file("/p/b", "memory.low", "1M").unwrap();
+        // /p: min(400 used, 256); children claim min(300,256) + min(100,256) = 356 > 256.
+        assert_eq!(c.effective_protection(p).1, 256);
+        assert_eq!(c.effective_protection(a).1, 256 * 256 / 356);
+        assert_eq!(c.effective_protection(b).1, 100 * 256 / 356);
+        assert_eq!(c.effective_protection(a).0, 0, "no memory.min set");
+        assert_eq!(c.effective_protection(CgroupId::ROOT), (0, 0));
     }
 
     #[test]
