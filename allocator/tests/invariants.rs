@@ -82,7 +82,7 @@ fn check(m: &Machine) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: soak_cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn random_alloc_free_keeps_every_page_accounted(ops in prop::collection::vec(op(), 1..300)) {
@@ -235,4 +235,12 @@ fn racing_double_frees_succeed_exactly_once() {
         assert_eq!(wins.load(Ordering::Relaxed), 1);
     }
     m.check_fully_merged().unwrap();
+}
+
+/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
+fn soak_cases(default: u32) -> u32 {
+    std::env::var("KMEM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

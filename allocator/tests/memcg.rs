@@ -272,7 +272,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: super::soak_cases(32), ..ProptestConfig::default() })]
 
         #[test]
         fn charges_always_add_up_and_limits_hold(ops in proptest::collection::vec(op(), 1..120)) {
@@ -312,4 +312,12 @@ mod props {
             }
         }
     }
+}
+
+/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
+fn soak_cases(default: u32) -> u32 {
+    std::env::var("KMEM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

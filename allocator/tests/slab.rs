@@ -436,7 +436,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: soak_cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn random_slab_sequences_keep_every_object_accounted(ops in prop::collection::vec(op(), 1..200)) {
@@ -553,4 +553,12 @@ fn two_threads_share_caches_without_losing_objects() {
         m.kfree(a, &ctx()).unwrap();
     }
     m.check_fully_merged().unwrap();
+}
+
+/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
+fn soak_cases(default: u32) -> u32 {
+    std::env::var("KMEM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -308,7 +308,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: soak_cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn random_vmalloc_kvmalloc_kmalloc_mixes_lose_nothing(ops in prop::collection::vec(op(), 1..80)) {
@@ -336,4 +336,12 @@ proptest! {
         }
         m.check_fully_merged().map_err(TestCaseError::fail)?;
     }
+}
+
+/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
+fn soak_cases(default: u32) -> u32 {
+    std::env::var("KMEM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
