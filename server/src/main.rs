@@ -29,7 +29,7 @@ struct Args {
     #[arg(long)]
     cpus: Option<u16>,
     /// Print these /proc files after boot (buddyinfo, pagetypeinfo, zoneinfo, meminfo,
-    /// vmstat); may repeat.
+    /// vmstat, slabinfo, vmallocinfo); may repeat.
     #[arg(long = "dump", value_name = "FILE")]
     dump: Vec<String>,
 }
