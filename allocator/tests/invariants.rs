@@ -1,6 +1,9 @@
 //! Property and stress tests: random alloc/free sequences checked by the invariant
 //! checker after every step, and a multi-threaded run that ends with a full merge.
 
+mod common;
+use common::soak_cases;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -235,12 +238,4 @@ fn racing_double_frees_succeed_exactly_once() {
         assert_eq!(wins.load(Ordering::Relaxed), 1);
     }
     m.check_fully_merged().unwrap();
-}
-
-/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
-fn soak_cases(default: u32) -> u32 {
-    std::env::var("KMEM_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

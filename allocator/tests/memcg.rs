@@ -1,5 +1,8 @@
 //! Memory cgroup charging of page allocations (`__GFP_ACCOUNT`).
 
+mod common;
+use common::soak_cases;
+
 use kmem_allocator::memcg::MemcgEvent;
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
 
@@ -272,7 +275,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: super::soak_cases(32), ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: soak_cases(32), ..ProptestConfig::default() })]
 
         #[test]
         fn charges_always_add_up_and_limits_hold(ops in proptest::collection::vec(op(), 1..120)) {
@@ -312,12 +315,4 @@ mod props {
             }
         }
     }
-}
-
-/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
-fn soak_cases(default: u32) -> u32 {
-    std::env::var("KMEM_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -1,5 +1,8 @@
 //! Slab caches and the kmalloc family as a user of the machine sees them.
 
+mod common;
+use common::soak_cases;
+
 use kmem_allocator::slab::{PAGE_OFFSET, ZERO_SIZE_PTR};
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig, SlabError, SlabFlags};
 use proptest::prelude::*;
@@ -553,12 +556,4 @@ fn two_threads_share_caches_without_losing_objects() {
         m.kfree(a, &ctx()).unwrap();
     }
     m.check_fully_merged().unwrap();
-}
-
-/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
-fn soak_cases(default: u32) -> u32 {
-    std::env::var("KMEM_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -1,5 +1,8 @@
 //! vmalloc and kvmalloc as a user of the machine sees them.
 
+mod common;
+use common::soak_cases;
+
 use kmem_allocator::vmalloc::{PMD_SIZE, VMALLOC_START};
 use kmem_allocator::{AllocContext, Backend, ByteSize, Gfp, Machine, MachineConfig, ThpMode};
 use proptest::prelude::*;
@@ -336,12 +339,4 @@ proptest! {
         }
         m.check_fully_merged().map_err(TestCaseError::fail)?;
     }
-}
-
-/// Cases for the property tests: the given default, or `KMEM_PROPTEST_CASES` for a soak.
-fn soak_cases(default: u32) -> u32 {
-    std::env::var("KMEM_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
