@@ -16,6 +16,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod config;
 pub mod content;
 pub mod context;
@@ -33,6 +34,7 @@ pub mod page_alloc;
 pub mod pcp;
 pub mod phys;
 pub mod proc;
+pub mod reasons;
 pub mod slab;
 pub mod stats;
 pub mod units;
@@ -41,6 +43,7 @@ pub mod vmstat;
 pub mod watermark;
 pub mod zone;
 
+pub use addr::{AddrInfo, Freed};
 pub use config::{Hole, MachineConfig, Reservation, ThpMode};
 pub use context::{AllocContext, CancelToken, Scope};
 pub use gfp::{Gfp, GfpError};
@@ -51,6 +54,7 @@ pub use mem::{ConfigError, ZoneType};
 pub use page::{MigrateType, Pfn, MAX_ORDER, PAGE_SIZE};
 pub use page_alloc::{AllocError, FreeError, PageBlock};
 pub use phys::PhysError;
+pub use reasons::{ErrorClass, Reason};
 pub use slab::{CacheId, SlabError, SlabFlags};
 pub use units::ByteSize;
 pub use vmalloc::VmallocError;
