@@ -126,7 +126,8 @@ reason_impl!(
     crate::kvmalloc::KvError,
     crate::memcg::MemcgError,
     crate::machine::SysctlError,
-    crate::phys::PhysError
+    crate::phys::PhysError,
+    crate::proc::UnknownProcFile
 );
 
 #[cfg(test)]

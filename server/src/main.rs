@@ -1,100 +1,196 @@
-//! kmemd: boots the simulated machine.
-//!
-//! The gRPC service arrives with the daemon issue; until then `kmemd` boots a machine
-//! from its configuration and prints what the kernel would report (`--dump`), which is
-//! also how to check a configuration file.
+//! kmemd: the simulated memory daemon. See `kmemd --help`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kmem_allocator::{ByteSize, Machine, MachineConfig};
+use figment::value::Value;
+use kmem_allocator::{ByteSize, Machine};
+use kmem_server::config::{Config, LogFormat, Overrides};
 
-/// Boot a simulated Linux machine and show its memory layout.
+const AFTER_HELP: &str = "\
+Examples:
+  kmemd                                 # 16 GiB, 1 node, 2 CPUs; gRPC :50051, HTTP :9464
+  kmemd --memory 1TiB --nodes 4 --cpus 16
+  kmemd --config kmemd.toml --print-config
+  KMEMD_MACHINE__MEMORY=64GiB kmemd     # any config key, `__` for nesting
+  kmemd --dump buddyinfo --dump zoneinfo   # boot, print, exit
+
+Layering: defaults < --config file < KMEMD_* environment < flags.
+Try it: grpcurl -plaintext 127.0.0.1:50051 list   (reflection is on)
+        curl 127.0.0.1:9464/proc/buddyinfo";
+
+/// Serve a simulated Linux machine's memory allocators over gRPC.
+///
+/// kmemd boots a simulated x86-64 machine (NUMA nodes, zones, the buddy allocator,
+/// SLUB, vmalloc, memory cgroups) and serves the kernel's allocation API as
+/// kmem.v1 gRPC services, with kernel-format /proc texts over HTTP.
 #[derive(Parser, Debug)]
-#[command(name = "kmemd", version, about, long_about = None)]
+#[command(name = "kmemd", version, about, long_about, after_help = AFTER_HELP)]
 struct Args {
-    /// TOML machine configuration (see MachineConfig); defaults to a 16 GiB, 2-CPU,
-    /// one-node x86-64 machine with THP in madvise mode.
-    #[arg(long)]
+    /// TOML configuration file (keys as in --print-config).
+    #[arg(long, env = "KMEMD_CONFIG")]
     config: Option<PathBuf>,
-    /// Override the memory size (e.g. 64GiB, 1T).
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// HTTP listen address for /proc, /cgroup, /healthz, /metrics [default: 127.0.0.1:9464].
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Simulated memory size, e.g. 16GiB, 1TiB [default: 16GiB].
     #[arg(long)]
     memory: Option<ByteSize>,
-    /// Override the number of NUMA nodes (1..=64).
+    /// NUMA nodes, 1..=64 [default: 1].
     #[arg(long)]
     nodes: Option<u16>,
-    /// Override the number of simulated CPUs.
+    /// Simulated CPUs [default: 2].
     #[arg(long)]
     cpus: Option<u16>,
-    /// Print these /proc files after boot (buddyinfo, pagetypeinfo, zoneinfo, meminfo,
-    /// vmstat, slabinfo, vmallocinfo); may repeat.
+    /// Most operations per Batch call [default: 10000].
+    #[arg(long)]
+    max_batch: Option<u32>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Log filter in RUST_LOG syntax, e.g. info or kmem_server=debug [default: info].
+    #[arg(long)]
+    log_filter: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Boot, print these /proc files (buddyinfo, pagetypeinfo, zoneinfo, meminfo,
+    /// vmstat, slabinfo, vmallocinfo) and exit; may repeat.
     #[arg(long = "dump", value_name = "FILE")]
     dump: Vec<String>,
 }
 
+impl Args {
+    fn overrides(&self) -> Overrides {
+        let mut o: Overrides = Vec::new();
+        if let Some(a) = &self.grpc_addr {
+            o.push(("grpc_addr", Value::from(a.clone())));
+        }
+        if let Some(a) = &self.http_addr {
+            o.push(("http_addr", Value::from(a.clone())));
+        }
+        if let Some(m) = self.memory {
+            o.push(("machine.memory", Value::from(m.0)));
+        }
+        if let Some(n) = self.nodes {
+            o.push(("machine.nodes", Value::from(n)));
+        }
+        if let Some(c) = self.cpus {
+            o.push(("machine.cpus", Value::from(c)));
+        }
+        if let Some(b) = self.max_batch {
+            o.push(("limits.max_batch", Value::from(b)));
+        }
+        if let Some(f) = &self.log_format {
+            o.push(("log.format", Value::from(f.clone())));
+        }
+        if let Some(f) = &self.log_filter {
+            o.push(("log.filter", Value::from(f.clone())));
+        }
+        o
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.filter));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut cfg = match &args.config {
-        Some(p) => match std::fs::read_to_string(p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| toml::from_str::<MachineConfig>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("kmemd: cannot use {}: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => MachineConfig::default(),
-    };
-    if let Some(m) = args.memory {
-        cfg.memory = m;
-    }
-    if let Some(n) = args.nodes {
-        cfg.nodes = n;
-    }
-    if let Some(c) = args.cpus {
-        cfg.cpus = c;
-    }
-    let start = std::time::Instant::now();
-    let m = match Machine::boot(cfg) {
-        Ok(m) => m,
+    let cfg = match Config::load(args.config.as_deref(), "KMEMD_", args.overrides()) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("kmemd: {e}");
+            eprintln!("kmemd: bad configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    eprintln!(
-        "kmemd: booted {} in {:.0?}: {} nodes, {} cpus, {} managed, min_free_kbytes {}",
-        m.config().memory,
-        start.elapsed(),
-        m.nr_nodes(),
-        m.nr_cpus(),
-        ByteSize(m.total_managed() * 4096),
-        m.sysctls().min_free_kbytes
-    );
-    for z in m.zones().iter().filter(|z| z.populated()) {
-        eprintln!(
-            "  node {} zone {:>7}: pfn {:#x}..{:#x} spanned {} present {} managed {}",
-            z.node,
-            z.zt.name(),
-            z.start_pfn,
-            z.end_pfn(),
-            z.spanned,
-            z.present,
-            z.managed
-        );
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
     }
-    for f in &args.dump {
-        match m.proc_file(f) {
-            Ok(t) => print!("{t}"),
+    if !args.dump.is_empty() {
+        let m = match Machine::boot(cfg.machine.clone()) {
+            Ok(m) => m,
             Err(e) => {
-                eprintln!("kmemd: {e}");
+                eprintln!("kmemd: cannot boot: {e}");
                 return ExitCode::from(2);
             }
+        };
+        for f in &args.dump {
+            match m.proc_file(f) {
+                Ok(t) => print!("{t}"),
+                Err(e) => {
+                    eprintln!("kmemd: {e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
+        return ExitCode::SUCCESS;
     }
-    ExitCode::SUCCESS
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kmemd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let running = match kmem_server::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("kmemd: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        // Print the bound addresses on stdout: with port 0 in the config this is how
+        // a caller learns them.
+        println!(
+            "kmemd listening grpc={} http={}",
+            running.grpc_addr, running.http_addr
+        );
+        let signal = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            }
+        };
+        let which = signal.await;
+        tracing::info!(signal = which, "shutdown requested");
+        running.shutdown();
+        // A second signal forces the exit.
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+        match running.wait().await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kmemd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -70,7 +70,8 @@ impl Meminfo {
         }
     }
 
-    fn field(&self, name: &str) -> u64 {
+    /// A field by its /proc/meminfo name, in kB (counts for `HugePages_*`).
+    pub fn field(&self, name: &str) -> u64 {
         match name {
             "MemTotal" => self.mem_total_kb,
             "MemFree" => self.mem_free_kb,

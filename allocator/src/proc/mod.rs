@@ -27,14 +27,21 @@ pub const FILES: &[&str] = &[
     "meminfo",
     "vmstat",
     "slabinfo",
+    "vmallocinfo",
 ];
 
 /// Unknown file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "no such /proc file `{0}`; known: buddyinfo, pagetypeinfo, zoneinfo, meminfo, vmstat, slabinfo"
+    "no such /proc file `{0}`; known: buddyinfo, pagetypeinfo, zoneinfo, meminfo, vmstat, slabinfo, vmallocinfo"
 )]
 pub struct UnknownProcFile(pub String);
+
+impl UnknownProcFile {
+    pub fn reason(&self) -> &'static str {
+        "UNKNOWN_PROC_FILE"
+    }
+}
 
 impl Machine {
     /// Render `/proc/<name>` (the leading `/proc/` is optional).
@@ -51,6 +58,39 @@ impl Machine {
             "vmallocinfo" => self.vmallocinfo(),
             _ => return Err(UnknownProcFile(name.to_string())),
         })
+    }
+}
+
+impl Machine {
+    /// `/proc/meminfo` as (name, value) pairs in file order: sizes in bytes, the
+    /// `HugePages_*` fields as counts.
+    pub fn meminfo_entries(&self) -> Vec<(&'static str, u64)> {
+        let mi = Meminfo::from_snapshot(self, &self.snapshot());
+        names::MEMINFO_FIELDS
+            .iter()
+            .map(|&n| {
+                let v = mi.field(n);
+                (
+                    n,
+                    if n.starts_with("HugePages_") {
+                        v
+                    } else {
+                        v * 1024
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// `/proc/vmstat` as (name, value) pairs in file order.
+    pub fn vmstat_entries(&self) -> Vec<(String, u64)> {
+        vmstat::render(self, &self.snapshot())
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
     }
 }
 
