@@ -1,5 +1,21 @@
-//! kmem-client: the wire types of kmemd (`kmem.v1`) and a typed client over them.
+//! kmem-client: the wire types of kmemd (`kmem.v1`) and a typed async client.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kmem_client::Error> {
+//! use kmem_client::{Client, Opts};
+//! let c = Client::connect("http://127.0.0.1:50051").await?;
+//! let a = c.kmalloc(96, &Opts::gfp("GFP_KERNEL|__GFP_ZERO")).await?;
+//! assert_eq!(a.cache, "kmalloc-96");
+//! c.kfree(a.addr).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod client;
+mod error;
+
+pub use client::{Client, ClientBuilder, Opts};
+pub use error::Error;
 
 /// Generated prost messages and tonic stubs of `proto/kmem/v1`.
 #[allow(clippy::all, missing_docs)]
