@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test (README: "Run every test").
-# It installs what the tests need on a fresh machine (today: nothing beyond the Rust
-# toolchain, whose rustfmt and clippy components it checks).
+# It installs what the tests need on a fresh machine: the rustfmt and clippy
+# components, a Python virtualenv with grpcio for the interoperability test, and the
+# Debian `prometheus` package (prometheus + promtool) for the metrics checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,7 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 echo "== doc tests"
 cargo test --workspace --doc
+echo "== python grpcio interoperability test"
+bash scripts/python-tests.sh
+echo "== Prometheus: promtool checks, rule tests, a real Prometheus scraping kmemd"
+bash scripts/prometheus-tests.sh

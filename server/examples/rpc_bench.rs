@@ -71,7 +71,10 @@ async fn unary(c: &Client, secs: f64, ping: bool) -> f64 {
 
 async fn session(c: &Client, secs: f64) -> f64 {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::SessionRequest>(IN_FLIGHT * 2);
-    let mut out = c.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+    let mut out = c
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
     let mut id = 0u64;
     for _ in 0..IN_FLIGHT {
         id += 1;
@@ -101,7 +104,12 @@ async fn session(c: &Client, secs: f64) -> f64 {
             None => kmalloc(64),
         };
         id += 1;
-        tx.send(pb::SessionRequest { id, operation: Some(op) }).await.unwrap();
+        tx.send(pb::SessionRequest {
+            id,
+            operation: Some(op),
+        })
+        .await
+        .unwrap();
         outstanding += 1;
     }
     done as f64 / t.elapsed().as_secs_f64()
@@ -145,22 +153,40 @@ async fn batch(c: &Client, secs: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let secs: f64 = std::env::args().nth(1).map_or(3.0, |s| s.parse().expect("seconds"));
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .map_or(3.0, |s| s.parse().expect("seconds"));
     let exe = std::env::current_exe().unwrap();
     let kmemd = exe.parent().unwrap().parent().unwrap().join("kmemd");
     let mut child = tokio::process::Command::new(&kmemd)
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-filter", "warn"])
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log-filter",
+            "warn",
+        ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e} (cargo build --release -p kmem-server)", kmemd.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (cargo build --release -p kmem-server)",
+                kmemd.display()
+            )
+        });
     let line = BufReader::new(child.stdout.take().unwrap())
         .lines()
         .next_line()
         .await
         .unwrap()
         .unwrap();
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")).unwrap().to_string();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .unwrap()
+        .to_string();
     let c = Client::connect(&addr).await.unwrap();
     unary(&c, 0.5, true).await; // warm up
     let ping = unary(&c, secs, true).await;

@@ -11,6 +11,7 @@ use kmem_allocator::{ByteSize, MachineConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Tenant;
+use crate::metrics::MetricsConfig;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +24,8 @@ pub struct Config {
     pub machine: MachineConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    /// `/metrics`: on/off, the cgroup cap, node_exporter compatibility.
+    pub metrics: MetricsConfig,
     /// Bearer-token tenants; empty = no authentication.
     pub tenants: Vec<Tenant>,
 }
@@ -70,6 +73,7 @@ impl Default for Config {
             machine: MachineConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             tenants: Vec::new(),
         }
     }
@@ -98,6 +102,17 @@ impl Default for LogConfig {
     }
 }
 
+/// The top-level keys of [`Config`] that `KMEMD_*` variables may set.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "grpc_addr",
+    "http_addr",
+    "machine",
+    "limits",
+    "log",
+    "tenants",
+    "metrics",
+];
+
 /// One layer of explicit overrides (command-line flags), as dotted keys.
 pub type Overrides = Vec<(&'static str, figment::value::Value)>;
 
@@ -115,7 +130,12 @@ impl Config {
             }
             f = f.merge(Toml::file(p));
         }
-        f = f.merge(Env::prefixed(env_prefix).split("__"));
+        // Only the config's own keys: other KMEMD_* variables (KMEMD_CONFIG, a test
+        // harness's KMEMD_BIN) are not configuration.
+        f = f.merge(Env::prefixed(env_prefix).split("__").filter(|k| {
+            let top = k.as_str().split('.').next().unwrap_or("");
+            TOP_LEVEL_KEYS.iter().any(|t| t.eq_ignore_ascii_case(top))
+        }));
         for (k, v) in overrides {
             f = f.merge(Serialized::global(k, v));
         }
@@ -167,6 +187,7 @@ mod tests {
         // The environment wins over the file; a flag wins over both.
         std::env::set_var("KMEMDTEST_MACHINE__CPUS", "8");
         std::env::set_var("KMEMDTEST_LIMITS__MAX_BATCH", "6");
+        std::env::set_var("KMEMDTEST_BIN", "/not/config");
         let c = Config::load(
             Some(&file),
             "KMEMDTEST_",

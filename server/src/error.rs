@@ -103,7 +103,7 @@ impl ApiError {
         if h.is_empty() {
             self.message.clone()
         } else {
-            format!("{} ({h})", self.message)
+            format!("{}; {h}", self.message)
         }
     }
 

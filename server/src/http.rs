@@ -5,6 +5,7 @@
 //! - `GET /cgroup/<path>/<memory.file>` — e.g. `/cgroup/tenants/a/memory.stat`;
 //!   `/cgroup/memory.stat` is the root.
 //! - `GET /healthz` — 200 while serving, 503 while draining.
+//! - `GET /metrics` — Prometheus text format (see [`crate::metrics`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,16 +66,20 @@ async fn healthz(State(s): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    match &s.metrics {
-        Some(render) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            render(),
-        )
-            .into_response(),
+    match s.metrics.clone() {
+        // Rendering takes the allocator's zone locks: keep it off the async workers.
+        Some(render) => match tokio::task::spawn_blocking(move || render()).await {
+            Ok(body) => (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
         None => text(StatusCode::NOT_FOUND, "metrics are off\n".into()),
     }
 }

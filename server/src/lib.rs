@@ -11,6 +11,8 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
+pub mod rpc_metrics;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,9 +117,20 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let max_msg = cfg.limits.max_message_size.0 as usize;
     let keepalive = (cfg.limits.http2_keepalive_interval_ms > 0)
         .then(|| Duration::from_millis(cfg.limits.http2_keepalive_interval_ms));
+    let rpc_metrics = if cfg.metrics.enabled {
+        Some(Arc::new(rpc_metrics::RpcMetrics::new(&[
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ])?))
+    } else {
+        None
+    };
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(cfg.limits.max_concurrent_streams)
         .http2_keepalive_interval(keepalive)
+        .layer(rpc_metrics::RpcMetricsLayer::new(rpc_metrics.clone()))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -125,6 +138,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             AllocatorServiceServer::new(AllocatorSvc {
                 shared: shared.clone(),
             })
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg),
         )
@@ -132,10 +146,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
             CgroupServiceServer::new(CgroupSvc {
                 shared: shared.clone(),
             })
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(max_msg),
         )
         .add_service(
             IntrospectionServiceServer::new(IntrospectionSvc { shared })
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
@@ -143,22 +159,43 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let http_state = http::HttpState {
         machine: machine.clone(),
         serving: serving.clone(),
-        metrics: None,
+        metrics: cfg.metrics.enabled.then(|| {
+            let m =
+                metrics::Metrics::new(machine.clone(), cfg.metrics.clone(), rpc_metrics.clone());
+            Arc::new(move || m.render()) as Arc<dyn Fn() -> String + Send + Sync>
+        }),
     };
+    if let Some(rpc) = &rpc_metrics {
+        // Drain the histogram buffers even when nobody scrapes.
+        let handle = rpc.handle();
+        let mut upkeep_rx = rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = upkeep_rx.wait_for(|v| *v) => break,
+                }
+            }
+        });
+    }
     let drain = Duration::from_millis(cfg.limits.drain_timeout_ms);
     let mut http_rx = rx.clone();
     let mut drain_rx = rx.clone();
     let task = tokio::spawn(async move {
         let signalled = {
-            let health = health.clone();
+            let mut health = health.clone();
             let serving = serving.clone();
             async move {
                 let _ = rx.wait_for(|v| *v).await;
                 serving.store(false, Ordering::Release);
-                for s in SERVICES.iter().chain(&["", "readiness"]) {
+                for s in SERVICES.iter().chain(&["", "readiness", "liveness"]) {
                     health
                         .set_service_status(*s, ServingStatus::NotServing)
                         .await;
+                    // Dropping the entry ends open Watch streams once they have seen
+                    // NOT_SERVING, so a client's health watch does not hold the drain.
+                    health.clear_service_status(s).await;
                 }
                 tracing::info!("shutting down: draining in-flight calls");
             }

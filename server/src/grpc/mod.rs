@@ -31,7 +31,12 @@ impl Shared {
     /// server's cap) and when the returned guard is dropped (the client went away).
     pub fn waiting_caller<T>(&self, req: &Request<T>) -> Result<(Caller, CancelOnDrop), Status> {
         let mut c = self.caller(req)?;
-        let wait = grpc_timeout(req).map_or(self.nofail_max_wait, |t| t.min(self.nofail_max_wait));
+        // Give up a little before the client does, so it hears DEADLINE_EXCEEDED from
+        // us rather than its own "Timeout expired".
+        let wait = grpc_timeout(req).map_or(self.nofail_max_wait, |t| {
+            t.saturating_sub((t / 10).max(Duration::from_millis(5)))
+                .min(self.nofail_max_wait)
+        });
         c.deadline = Some(Instant::now() + wait);
         let token = CancelToken::new();
         c.cancel = Some(token.clone());
