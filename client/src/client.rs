@@ -108,6 +108,8 @@ impl ClientBuilder {
             .map_err(|e| Error::Transport(format!("bad address {}: {e}", self.addr)))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(16 << 20))
             .connect()
             .await?;
         Ok(Client::from_channel(ch, self))

@@ -188,6 +188,13 @@ async fn main() {
         .unwrap()
         .to_string();
     let c = Client::connect(&addr).await.unwrap();
+    if std::env::var("RPC_BENCH_ONLY").as_deref() == Ok("batch") {
+        println!(
+            "Batch of 1000, 2 in flight: {:.0} ops/s",
+            batch(&c, secs).await
+        );
+        return;
+    }
     unary(&c, 0.5, true).await; // warm up
     let ping = unary(&c, secs, true).await;
     let km = unary(&c, secs, false).await;
