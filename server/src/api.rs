@@ -673,17 +673,17 @@ impl Api {
         };
         match r {
             Ok(Outcome::Allocation(a)) => pb::OperationResult {
-                status: Some(OK),
+                status: None,
                 allocation: Some(a),
                 data: vec![],
             },
             Ok(Outcome::Data(data)) => pb::OperationResult {
-                status: Some(OK),
+                status: None,
                 allocation: None,
                 data,
             },
             Ok(Outcome::Freed(f)) => pb::OperationResult {
-                status: Some(OK),
+                status: None,
                 allocation: Some(pb::Allocation {
                     backend: f.backend,
                     size: f.size,
@@ -692,7 +692,7 @@ impl Api {
                 data: vec![],
             },
             Ok(Outcome::Done) => pb::OperationResult {
-                status: Some(OK),
+                status: None,
                 allocation: None,
                 data: vec![],
             },
@@ -704,12 +704,6 @@ impl Api {
         }
     }
 }
-
-const OK: tonic_types::pb::Status = tonic_types::pb::Status {
-    code: 0,
-    message: String::new(),
-    details: Vec::new(),
-};
 
 /// Whether an operation may wait (`__GFP_NOFAIL`): it then runs off the async workers.
 pub fn may_wait(op: &pb::operation::Op, d: Option<&pb::AllocOptions>) -> bool {
