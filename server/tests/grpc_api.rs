@@ -601,3 +601,58 @@ async fn health_and_reflection() {
     srv.shutdown();
     srv.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_clients_leave_nothing_half_done() {
+    let (srv, c) = common::start().await;
+    // A session dropped mid-stream, with operations still queued.
+    {
+        let other = Client::connect(&srv.grpc_addr.to_string()).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut out = other
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        for i in 0..50u64 {
+            tx.send(pb::SessionRequest {
+                id: i,
+                operation: Some(kmalloc_op(128)),
+            })
+            .await
+            .unwrap();
+        }
+        let first = out.message().await.unwrap().unwrap();
+        assert_eq!(first.id, 0);
+        drop(out);
+        drop(tx);
+        drop(other);
+    }
+    // A NOFAIL wait whose client goes away is cancelled; nothing it took leaks.
+    let mut held = vec![];
+    while let Ok(b) = c
+        .alloc_pages(10, &Opts::gfp("GFP_KERNEL|__GFP_NOWARN"))
+        .await
+    {
+        held.push(b);
+    }
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.alloc_pages(10, &Opts::gfp("GFP_KERNEL|__GFP_NOFAIL"))
+                .await
+        })
+    };
+    c.ping().await.unwrap();
+    waiter.abort();
+    let _ = waiter.await;
+    for b in held {
+        c.free_pages(b.pfn.unwrap(), 10).await.unwrap();
+    }
+    // The server keeps serving and its books balance: every page is free or owned.
+    c.ping().await.unwrap();
+    srv.machine.drain_all_pages();
+    srv.machine.check_invariants().unwrap();
+    let census = srv.machine.caches_info();
+    let k128 = census.iter().find(|i| i.name == "kmalloc-128").unwrap();
+    assert!(k128.alloc_total >= 1, "the session's first kmalloc ran");
+}
