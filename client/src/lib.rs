@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod codec;
 mod error;
 
 pub use client::{Client, ClientBuilder, Opts};

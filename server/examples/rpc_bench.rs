@@ -22,6 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const IN_FLIGHT: usize = 64;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn kmalloc(size: u64) -> pb::Operation {
     pb::Operation {
         op: Some(Op::Kmalloc(pb::KmallocRequest {
@@ -118,7 +121,9 @@ async fn session(c: &Client, secs: f64) -> f64 {
 async fn batch(c: &Client, secs: f64) -> f64 {
     let ops = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..2)
+    let in_flight: usize =
+        std::env::var("RPC_BENCH_BATCHES").map_or(2, |v| v.parse().expect("number"));
+    let tasks: Vec<_> = (0..in_flight)
         .map(|_| {
             let c = c.clone();
             let ops = ops.clone();

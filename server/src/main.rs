@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// The RPC path allocates a few small buffers per operation (messages, names);
+/// mimalloc's thread-local free lists make that ~2x cheaper than glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use figment::value::Value;
 use kmem_allocator::{ByteSize, Machine};
 use kmem_server::config::{Config, LogFormat, Overrides};
