@@ -506,32 +506,31 @@ impl Machine {
             }
         }
         let mut errs = Vec::new();
-        let paths = self.memcgs.list();
-        for path in &paths {
-            let id = self.memcgs.lookup(path).expect("listed");
-            if id == CgroupId::ROOT {
+        // Every cgroup, removed ones included: a removed cgroup keeps the charges of
+        // its objects until they are freed, and its parent's usage includes them.
+        let all: Vec<_> = self.memcgs.all().collect();
+        for cg in &all {
+            if cg.id == CgroupId::ROOT {
                 continue;
             }
-            let cg = self.memcgs.get(id).expect("listed");
-            let children: u64 = paths
+            let children: u64 = all
                 .iter()
-                .filter(|p| {
-                    p.starts_with(&format!("{path}/")) && !p[path.len() + 1..].contains('/')
-                })
-                .map(|p| {
-                    self.memcgs
-                        .get(self.memcgs.lookup(p).expect("listed"))
-                        .expect("listed")
-                        .usage_pages()
-                })
+                .filter(|c| c.parent == Some(cg.id))
+                .map(|c| c.usage_pages())
                 .sum();
             let own = (cg.usage_pages() - children) * PAGE_SIZE;
-            let want = expect.get(&id.0).copied().unwrap_or(0)
+            let want = expect.get(&cg.id.0).copied().unwrap_or(0)
                 + cg.carry.load(std::sync::atomic::Ordering::Relaxed)
-                + self.memcgs.stocked_pages(id) * PAGE_SIZE;
+                + self.memcgs.stocked_pages(cg.id) * PAGE_SIZE;
             if own != want {
                 errs.push(format!(
-                    "cgroup {path}: own usage {own} bytes but charges add up to {want}"
+                    "cgroup {}{}: own usage {own} bytes but charges add up to {want}",
+                    cg.path,
+                    if self.memcgs.is_removed(cg.id) {
+                        " (removed)"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }

@@ -657,6 +657,23 @@ impl Machine {
         &self.memcgs
     }
 
+    /// `rmdir` of a memory cgroup: [`crate::memcg::Memcgs::remove`], then every CPU's
+    /// object and page stocks are drained (`drain_all_stock` in the kernel's offline
+    /// path), so what the removed cgroup had pre-charged goes back at once.
+    pub fn memcg_rmdir(&self, path: &str) -> Result<(), crate::memcg::MemcgError> {
+        self.memcgs.remove(path)?;
+        self.drain_memcg_stocks();
+        Ok(())
+    }
+
+    /// Drain every CPU's object stock and page stock back to their cgroups.
+    pub fn drain_memcg_stocks(&self) {
+        for (cpu, st) in self.obj_stocks.iter().enumerate() {
+            self.memcgs.drain_stock(&mut st.lock(), cpu);
+        }
+        self.memcgs.drain_stocks();
+    }
+
     /// The kernel log lines (newest last).
     pub fn dmesg(&self) -> Vec<String> {
         self.log.lines.lock().iter().cloned().collect()

@@ -31,7 +31,10 @@
 //! reparenting of charges, the service-side cap on applying the high delay.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
 
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
@@ -342,8 +345,13 @@ impl Memcgs {
         Ok(CgroupId(id as u16))
     }
 
-    /// Remove a cgroup without children. Charges still held keep the cgroup's id alive
-    /// (the kernel's offline-but-not-freed state) until they are uncharged.
+    /// Remove a cgroup without children (`rmdir`). As the kernel's offlining does
+    /// (`memcg_reparent_objcgs`), what it holds is reparented: its `memory.stat`
+    /// items move to the parent, and later uncharges and stat updates of its objects
+    /// go to the nearest live ancestor. Its page counters stay charged (the
+    /// offline-but-not-freed "zombie"), so the parent's `memory.current` — which
+    /// already included them — is unchanged and drops as the objects are freed.
+    /// A cgroup created again at the same path is new and starts empty.
     pub fn remove(&self, path: &str) -> Result<(), MemcgError> {
         if path == "/" {
             return Err(MemcgError::Root("removed"));
@@ -356,9 +364,38 @@ impl Memcgs {
         }
         by_path.remove(path);
         if let Some(cg) = self.get(id) {
-            cg.removed.store(true, Relaxed);
+            cg.removed.store(true, Release);
+            let heir = self.live_ancestor(id);
+            if let Some(h) = self.get(heir) {
+                for (mine, theirs) in cg.stat.iter().zip(h.stat.iter()) {
+                    theirs.fetch_add(mine.swap(0, AcqRel), Relaxed);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Every cgroup ever created, removed ones included (they may still hold charges).
+    pub(crate) fn all(&self) -> impl Iterator<Item = &MemCgroup> {
+        self.table.iter().map_while(|slot| slot.get().map(|b| &**b))
+    }
+
+    /// Whether `rmdir` removed this cgroup.
+    pub fn is_removed(&self, id: CgroupId) -> bool {
+        self.get(id).is_some_and(|c| c.removed.load(Acquire))
+    }
+
+    /// `id` itself, or its nearest ancestor that was not removed (stats of removed
+    /// cgroups are kept there).
+    fn live_ancestor(&self, id: CgroupId) -> CgroupId {
+        let mut cur = id;
+        while let Some(cg) = self.get(cur) {
+            match cg.parent {
+                Some(p) if cg.removed.load(Acquire) => cur = p,
+                _ => break,
+            }
+        }
+        cur
     }
 
     /// Effective `memory.min` and `memory.low` of a cgroup in pages
@@ -444,7 +481,7 @@ impl Memcgs {
 
     /// Add to a `memory.stat` byte item of one cgroup.
     pub fn mod_stat(&self, id: CgroupId, item: StatItem, delta: i64) {
-        if let Some(cg) = self.get(id) {
+        if let Some(cg) = self.get(self.live_ancestor(id)) {
             if delta >= 0 {
                 cg.stat[item as usize].fetch_add(delta as u64, Relaxed);
             } else {
@@ -672,7 +709,7 @@ impl Memcgs {
         };
         let mut sums = [0u64; NR_STAT];
         for c in self.table.iter().map_while(|slot| slot.get()) {
-            if c.id == cg.id || c.path.starts_with(&prefix) {
+            if c.id == cg.id || (c.path.starts_with(&prefix) && !c.removed.load(Acquire)) {
                 for (s, v) in sums.iter_mut().zip(c.stat.iter()) {
                     *s += v.load(Relaxed);
                 }
@@ -917,7 +954,7 @@ pub fn obj_full_size(slot: u32) -> u64 {
 impl Memcgs {
     /// Give a stock's bytes back to its cgroup: whole pages are uncharged, the rest is
     /// carried by the cgroup for its next charge.
-    fn drain_stock(&self, stock: &mut ObjStock, cpu: usize) {
+    pub(crate) fn drain_stock(&self, stock: &mut ObjStock, cpu: usize) {
         if let Some(old) = stock.cg.take() {
             if let Some(cg) = self.get(old) {
                 let total = cg.carry.swap(0, Relaxed) + stock.bytes;

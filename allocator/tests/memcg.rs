@@ -316,3 +316,61 @@ mod props {
         }
     }
 }
+
+fn stat(m: &Machine, path: &str, key: &str) -> u64 {
+    let text = m.memcg().read_file(path, "memory.stat").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("{key} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn rmdir_reparents_charges_to_the_parent() {
+    let m = machine();
+    m.memcg().create("/p").unwrap();
+    let a = m.memcg().create("/p/a").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(a),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let pages = m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 2, &ctx).unwrap();
+    let objs: Vec<_> = (0..10)
+        .map(|_| m.kmalloc(512, Gfp::GFP_KERNEL_ACCOUNT, &ctx).unwrap())
+        .collect();
+    let current = exact(&m, "/p");
+    let kernel = stat(&m, "/p", "kernel");
+    let slab = stat(&m, "/p", "slab");
+    assert!(kernel >= 16384 + 5120, "{kernel}");
+
+    m.memcg_rmdir("/p/a").unwrap();
+    assert!(m.memcg().lookup("/p/a").is_err(), "gone by name");
+    m.check_invariants().unwrap();
+    assert_eq!(exact(&m, "/p"), current, "the parent's usage is unchanged");
+    assert_eq!(
+        stat(&m, "/p", "kernel"),
+        kernel,
+        "nothing lost from memory.stat"
+    );
+    assert_eq!(stat(&m, "/p", "slab"), slab);
+
+    // Recreated by name: a new, empty cgroup.
+    m.memcg().create("/p/a").unwrap();
+    assert_eq!(exact(&m, "/p/a"), "0\n");
+    assert_eq!(stat(&m, "/p/a", "kernel"), 0);
+
+    // Whoever frees the reparented memory uncharges the parent.
+    m.free_pages_on(pages.pfn, 2, &AllocContext::on_cpu(1))
+        .unwrap();
+    for o in objs {
+        m.kfree(o.addr, &AllocContext::on_cpu(1)).unwrap();
+    }
+    m.flush_and_shrink_all_caches();
+    assert_eq!(stat(&m, "/p", "kernel"), 0);
+    assert_eq!(stat(&m, "/p", "slab"), 0);
+    assert_eq!(exact(&m, "/p"), "0\n");
+    assert_eq!(exact(&m, "/p/a"), "0\n", "the new /p/a was never charged");
+    m.check_invariants().unwrap();
+}

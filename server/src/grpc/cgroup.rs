@@ -107,8 +107,7 @@ impl CgroupService for CgroupSvc {
         self.shared
             .api
             .machine
-            .memcg()
-            .remove(path)
+            .memcg_rmdir(path)
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::RemoveCgroupResponse {}))
     }
