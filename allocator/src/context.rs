@@ -4,7 +4,7 @@
 //! flags set by `memalloc_nofs_save()` & co., the preferred node and CPU, and for
 //! `__GFP_NOFAIL` waits a deadline and a cancel token.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -112,6 +112,39 @@ pub struct AllocContext {
     /// The memory cgroup `__GFP_ACCOUNT` allocations are charged to (the current
     /// task's); `None` is the root cgroup, which is never charged.
     pub cgroup: Option<crate::memcg::CgroupId>,
+    /// Where the memory controller reports what this call's charges would cost the
+    /// task: the `memory.high` throttle and forced charges. `None`: not reported.
+    pub charge_report: Option<Arc<ChargeReport>>,
+}
+
+/// What a call's memory-cgroup charges would do to the calling task. The kernel
+/// applies the `memory.high` penalty on the way back to user space
+/// (`mem_cgroup_handle_over_high`); a service has no such return path, so the delay is
+/// reported here and the caller decides whether to wait it.
+#[derive(Debug, Default)]
+pub struct ChargeReport {
+    high_delay_ms: AtomicU64,
+    forced: AtomicU64,
+}
+
+impl ChargeReport {
+    /// The kernel caps one return's penalty at 2 s (`MEMCG_MAX_HIGH_DELAY_JIFFIES`).
+    pub const MAX_DELAY_MS: u64 = 2000;
+
+    pub(crate) fn add(&self, delay_ms: u64, forced: bool) {
+        self.high_delay_ms.fetch_add(delay_ms, Ordering::Relaxed);
+        self.forced.fetch_add(forced as u64, Ordering::Relaxed);
+    }
+    /// The total throttle the kernel would impose, capped at 2 s.
+    pub fn high_delay_ms(&self) -> u64 {
+        self.high_delay_ms
+            .load(Ordering::Relaxed)
+            .min(Self::MAX_DELAY_MS)
+    }
+    /// Charges that went past `memory.max` because the call may not fail.
+    pub fn forced(&self) -> u64 {
+        self.forced.load(Ordering::Relaxed)
+    }
 }
 
 impl AllocContext {

@@ -45,7 +45,7 @@ pub mod zone;
 
 pub use addr::{AddrInfo, Freed};
 pub use config::{Hole, MachineConfig, Reservation, ThpMode};
-pub use context::{AllocContext, CancelToken, Scope};
+pub use context::{AllocContext, CancelToken, ChargeReport, Scope};
 pub use gfp::{Gfp, GfpError};
 pub use kmalloc::KmallocObj;
 pub use kvmalloc::{Backend, KvError, KvObj};

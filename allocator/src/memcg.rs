@@ -561,6 +561,11 @@ impl Memcgs {
                 delay = delay.max(high_delay_ms(u, high, nr_pages));
             }
         }
+        if let Some(r) = &ctx.charge_report {
+            if delay > 0 || forced {
+                r.add(delay, forced);
+            }
+        }
         Ok(Charged {
             high_delay_ms: delay,
             forced,

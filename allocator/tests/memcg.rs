@@ -374,3 +374,37 @@ fn rmdir_reparents_charges_to_the_parent() {
     assert_eq!(exact(&m, "/p/a"), "0\n", "the new /p/a was never charged");
     m.check_invariants().unwrap();
 }
+
+#[test]
+fn memory_high_throttle_is_reported_to_the_caller() {
+    let m = machine();
+    let cg = m.memcg().create("/hot").unwrap();
+    m.memcg().write_file("/hot", "memory.high", "1M").unwrap();
+    let report = std::sync::Arc::new(kmem_allocator::ChargeReport::default());
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        charge_report: Some(report.clone()),
+        ..Default::default()
+    };
+    // Under memory.high: no throttle.
+    let small = m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 4, &ctx).unwrap();
+    assert_eq!(report.high_delay_ms(), 0);
+    // Well over it: the allocations succeed, with a penalty that grows with the
+    // overage and never exceeds the kernel's 2 s cap.
+    let mut held = vec![small];
+    let mut last = 0;
+    for _ in 0..12 {
+        held.push(m.alloc_pages(Gfp::GFP_KERNEL_ACCOUNT, 9, &ctx).unwrap());
+        let d = report.high_delay_ms();
+        assert!(d >= last);
+        last = d;
+    }
+    assert!(last > 0, "over memory.high the kernel throttles");
+    assert!(last <= kmem_allocator::ChargeReport::MAX_DELAY_MS);
+    assert!(m.memcg().get(cg).unwrap().event(MemcgEvent::High) > 0);
+    assert_eq!(report.forced(), 0);
+    for b in held {
+        m.free_pages(b.pfn, b.order).unwrap();
+    }
+}
