@@ -202,8 +202,6 @@ pub struct Machine {
     /// The cgroup each accounted slab object was charged to, by address (the
     /// kernel's `slabobj_ext`), sharded.
     pub(crate) objcgs: Vec<Mutex<rustc_hash::FxHashMap<u64, crate::memcg::CgroupId>>>,
-    /// Set once any slab object was charged, so unaccounted frees skip the lookup.
-    pub(crate) any_objcg: AtomicBool,
     pub(crate) vstats: crate::vmalloc::VmallocStats,
 }
 
@@ -300,7 +298,6 @@ impl Machine {
             memcgs: crate::memcg::Memcgs::new(cfg_cpus),
             obj_stocks: (0..cfg_cpus).map(|_| Default::default()).collect(),
             objcgs: (0..64).map(|_| Mutex::new(Default::default())).collect(),
-            any_objcg: AtomicBool::new(false),
             vstats: Default::default(),
             layout,
         };

@@ -253,6 +253,10 @@ pub struct KmemCache {
     /// Slabs, node partial lists (the kernel's `n->list_lock`).
     pub(crate) slabs: Mutex<slub::SlabTable>,
     pub stats: CacheStats,
+    /// Some object of this cache was charged to a cgroup: only then does a free look
+    /// up the object's cgroup (the kernel's `slab_obj_exts` is per slab; this keeps
+    /// frees of never-accounted caches off the lookup entirely).
+    pub(crate) has_objcg: AtomicBool,
     pub(crate) dbg: Mutex<debug::DebugState>,
 }
 
@@ -528,6 +532,7 @@ impl Machine {
             cpus,
             slabs: Mutex::new(slub::SlabTable::new(self.nr_nodes())),
             stats: CacheStats::default(),
+            has_objcg: AtomicBool::new(false),
             dbg: Mutex::new(debug::DebugState::default()),
         };
         if self.caches.table[id].set(Box::new(cache)).is_err() {

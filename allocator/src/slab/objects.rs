@@ -85,7 +85,9 @@ impl Machine {
                 cpu,
             )
             .map_err(|e| SlabError::NoMemory(e.into()))?;
-        self.any_objcg.store(true, Relaxed);
+        if !c.has_objcg.load(Relaxed) {
+            c.has_objcg.store(true, Relaxed);
+        }
         self.objcgs[(addr as usize >> 3) % 64]
             .lock()
             .insert(addr, cg);
@@ -95,7 +97,7 @@ impl Machine {
     /// `memcg_slab_free_hook`.
     #[inline]
     fn memcg_slab_free(&self, c: &KmemCache, addr: u64, ctx: &AllocContext) {
-        if !self.any_objcg.load(Relaxed) {
+        if !c.has_objcg.load(Relaxed) {
             return;
         }
         let Some(cg) = self.objcgs[(addr as usize >> 3) % 64].lock().remove(&addr) else {
