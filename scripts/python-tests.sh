@@ -2,6 +2,9 @@
 # Interoperability test with a gRPC client written elsewhere: Python grpcio.
 # Makes (or reuses) a virtualenv at target/pyenv with tests/python/requirements.txt,
 # builds kmemd, and runs tests/python/test_interop.py against the real binary.
+# `--setup-only` stops after the virtualenv: the README's test command uses that and
+# runs the test from `cargo test` (server/tests/python_interop.rs), so kmemd is not
+# built a second time with another feature set.
 # Needs python3 (3.11+, with venv and pip) and access to PyPI on the first run.
 # Exits non-zero when anything fails.
 set -euo pipefail
@@ -29,6 +32,10 @@ else
   fi
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install -q -r "$req"
   echo "$want" >"$stamp"
+fi
+
+if [[ "${1:-}" == "--setup-only" ]]; then
+  exit 0
 fi
 
 echo "== cargo build -p kmem-server"

@@ -10,6 +10,10 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+echo "== test dependencies: Python virtualenv with grpcio"
+bash scripts/python-tests.sh --setup-only
+export KMEM_REQUIRE_PYTHON=1
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
@@ -18,7 +22,5 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 echo "== doc tests"
 cargo test --workspace --doc
-echo "== python grpcio interoperability test"
-bash scripts/python-tests.sh
 echo "== Prometheus: promtool checks, rule tests, a real Prometheus scraping kmemd"
 bash scripts/prometheus-tests.sh
