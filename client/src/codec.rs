@@ -9,10 +9,10 @@
 
 use std::marker::PhantomData;
 
-use prost::bytes::Buf;
 use prost::Message;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use prost::bytes::Buf;
 use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
 /// `application/grpc+proto` with slice decoding.

@@ -14,9 +14,11 @@
 mod client;
 pub mod codec;
 mod error;
+mod session;
 
 pub use client::{Client, ClientBuilder, Opts};
 pub use error::Error;
+pub use session::Session;
 
 /// Generated prost messages and tonic stubs of `proto/kmem/v1`.
 #[allow(clippy::all, missing_docs)]
@@ -28,3 +30,8 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/kmem_descriptor.bin"));
 }
+
+/// The README's example compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

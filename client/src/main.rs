@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 use kmem_allocator::gfp::{COMPOSITES, SINGLE_FLAGS};
 use kmem_allocator::{ByteSize, Gfp};
 
-use cli::{admin, bench, ops, top, Global, Output};
+use cli::{Global, Output, admin, bench, ops, replay, top};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,9 +61,9 @@ enum Cmd {
     /// Load generator (ghz-like): `kmemctl bench --op kmalloc -c 64 -z 10s`.
     #[command(after_long_help = ops::GFP_HELP)]
     Bench(Box<bench::BenchArgs>),
-    /// Live slabtop-style view of the slab caches and memory (`q` quits).
+    /// Live view: zones vs watermarks, buddyinfo, slab caches, cgroups, rates (`q` quits).
     Top(top::TopArgs),
-    /// Replay a trace written by `bench --record FILE`, in order.
+    /// Replay a trace written by `bench --record FILE`, in order, on the recorded CPUs.
     Replay { file: std::path::PathBuf },
     /// Explain a GFP mask: `kmemctl gfp 'GFP_KERNEL|__GFP_ZERO'` or `kmemctl gfp 0xcc0`.
     ///
@@ -125,7 +125,7 @@ async fn online(g: &Global, cmd: Cmd) -> Result<(), kmem_client::Error> {
     match cmd {
         Cmd::Bench(a) => bench::run(g, *a).await,
         Cmd::Top(a) => top::run(&g.connect().await?, a).await,
-        Cmd::Replay { file } => bench::replay(g, file).await,
+        Cmd::Replay { file } => replay::replay(g, file).await,
         Cmd::Ops(o) => ops::run(g, &g.connect().await?, o).await,
         Cmd::Admin(a) => admin::run(g, &g.connect().await?, a).await,
         Cmd::Gfp { .. } | Cmd::Size { .. } => Ok(()),

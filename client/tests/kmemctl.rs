@@ -2,8 +2,8 @@
 
 use kmem_allocator::ByteSize;
 use kmem_client::Client;
-use kmem_server::config::Config;
 use kmem_server::Running;
+use kmem_server::config::Config;
 use serde_json::Value;
 
 async fn start(memory: u64) -> (Running, Client) {
@@ -160,9 +160,11 @@ async fn cgroups_proc_sysctl_and_errors() {
     assert_eq!(kmemctl(&r, &["kmalloc", "12XB"]).await.code, 2);
     assert_eq!(kmemctl(&r, &["kfree", "nothex"]).await.code, 2);
 
-    assert!(ok(&r, &["machine"])
-        .await
-        .contains("memory:       1073741824 (1GiB)"));
+    assert!(
+        ok(&r, &["machine"])
+            .await
+            .contains("memory:       1073741824 (1GiB)")
+    );
     let help = ok(&r, &["--help"]).await;
     assert!(help.contains("GFP_KERNEL_ACCOUNT") && help.contains("GFP_ATOMIC"));
 }
@@ -303,4 +305,74 @@ async fn record_and_replay() {
     assert_eq!(v["count"], 300);
     assert_eq!(v["statusCodeDistribution"]["OK"], 300);
     assert_eq!(v["options"]["frees"], 300);
+}
+
+/// A fragmenting run recorded on one fresh kmemd and replayed on another ends with
+/// the same /proc/buddyinfo, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_reproduces_buddyinfo_exactly() {
+    let (a, ca) = start(256 << 20).await;
+    let fresh = ca.proc_file("buddyinfo").await.unwrap();
+    let path = std::env::temp_dir().join(format!("kmemctl-frag-{}", std::process::id()));
+    let p = path.to_string_lossy().into_owned();
+    // slab objects and large kmallocs of orders 1-4, 300 held at a time: the buddy
+    // lists end up fragmented, and the slabs and per-CPU lists keep pages.
+    let v = json(
+        &a,
+        &[
+            "bench",
+            "-c",
+            "1",
+            "-n",
+            "1500",
+            "--size-dist",
+            "uniform:8-64KiB",
+            "--hold",
+            "300",
+            "--record",
+            &p,
+            "-q",
+        ],
+    )
+    .await;
+    assert_eq!(v["count"], 1500);
+    let v = json(
+        &a,
+        &[
+            "bench",
+            "-c",
+            "1",
+            "-n",
+            "200",
+            "--op",
+            "alloc-pages",
+            "--order",
+            "2",
+            "--hold",
+            "100",
+            "--transport",
+            "session",
+            "--record",
+            &format!("{p}.2"),
+            "-q",
+        ],
+    )
+    .await;
+    assert_eq!(v["count"], 200);
+    let recorded = ca.proc_file("buddyinfo").await.unwrap();
+    assert_ne!(recorded, fresh, "the workload changed nothing");
+
+    let (b, cb) = start(256 << 20).await;
+    for f in [p.clone(), format!("{p}.2")] {
+        let v = json(&b, &["replay", &f]).await;
+        assert_eq!(v["options"]["skipped"], 0, "{v}");
+    }
+    let replayed = cb.proc_file("buddyinfo").await.unwrap();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(format!("{p}.2"));
+    assert_eq!(replayed, recorded);
+    assert_eq!(
+        cb.proc_file("pagetypeinfo").await.ok(),
+        ca.proc_file("pagetypeinfo").await.ok()
+    );
 }

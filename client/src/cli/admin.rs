@@ -4,7 +4,7 @@ use clap::Subcommand;
 use kmem_client::{Client, Error};
 use serde_json::json;
 
-use super::{human, print_json, print_ok, stats, Global};
+use super::{Global, human, print_json, print_ok, stats};
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCmd {

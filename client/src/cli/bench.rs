@@ -1,7 +1,7 @@
-//! `kmemctl bench`: a ghz-like load generator, and `kmemctl replay` of a recorded trace.
+//! `kmemctl bench`: a ghz-like load generator (`--record` writes a trace for replay.rs).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, IsTerminal, Write};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kmem_client::{pb, Client, Error, Opts};
+use kmem_client::{Client, Error, Opts, pb};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::report::{Report, ServerView};
 use super::workload::{Conn, Live, OpKind, Rng, SizeDist, Transport, Work};
-use super::{parse_duration, parse_gfp, parse_size, print_json, status_key, Global, Output};
+use super::{Global, Output, parse_duration, parse_gfp, parse_size, print_json, status_key};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -67,7 +67,11 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Write every operation to FILE (JSON lines) for `kmemctl replay`.
+    /// Write every operation to FILE (JSON lines) for `kmemctl replay`. Each request
+    /// is pinned to a simulated CPU (request number mod CPUs) so a replay frees and
+    /// allocates on the same per-CPU lists. Operations are written in the order they
+    /// complete: with -c 1 (one connection) that is the server's order, and a replay
+    /// on a fresh kmemd of the same config ends in the same state byte for byte.
     #[arg(long)]
     pub record: Option<PathBuf>,
 }
@@ -82,9 +86,15 @@ struct Plan {
     batch: usize,
     rps: Option<f64>,
     concurrency: usize,
+    /// Recording: the machine's CPU count; request `seq` runs on CPU `seq % n`.
+    pin: Option<u32>,
 }
 
 impl Plan {
+    fn cpu(&self, seq: u64) -> Option<u32> {
+        self.pin.map(|n| (seq % u64::from(n.max(1))) as u32)
+    }
+
     fn work(&self, rng: &mut Rng) -> Work {
         match self.op {
             OpKind::Ping => Work::Ping,
@@ -118,7 +128,7 @@ struct Shared {
     start: Instant,
 }
 
-fn new_hist() -> Histogram<u64> {
+pub(super) fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds")
 }
 
@@ -147,7 +157,12 @@ async fn one(
     } else {
         Instant::now()
     };
-    let results = conn.exec(&works, &plan.opts).await;
+    let cpu = plan.cpu(seq);
+    let opts = match cpu {
+        Some(c) => plan.opts.clone().cpu(c),
+        None => plan.opts.clone(),
+    };
+    let results = conn.exec(&works, &opts).await;
     let mut lives = Vec::new();
     let mut keys = Vec::with_capacity(n);
     for (w, r) in works.iter().zip(results) {
@@ -167,6 +182,7 @@ async fn one(
             let o = plan.opts.to_pb();
             v["gfp"] = json!(o.gfp);
             v["cgroup"] = json!(o.cgroup);
+            v["cpu"] = json!(cpu);
             record_line(sh, v);
         }
         if let Ok(Some(l)) = r {
@@ -176,8 +192,8 @@ async fn one(
     }
     if plan.op == OpKind::KmallocFree {
         let lv = std::mem::take(&mut lives);
-        record_frees(sh, &lv);
-        let f = conn.free(lv).await;
+        record_frees(sh, &lv, cpu);
+        let f = conn.free(lv, cpu).await;
         sh.free_errors.fetch_add(f, Ordering::Relaxed);
     }
     let lat = (t0.elapsed().as_nanos() as u64).max(1);
@@ -206,15 +222,17 @@ async fn one(
         let over = held.len().saturating_sub(plan.hold);
         held.drain(..over).collect()
     };
-    record_frees(sh, &to_free);
-    let f = conn.free(to_free).await;
+    record_frees(sh, &to_free, cpu);
+    let f = conn.free(to_free, cpu).await;
     sh.free_errors.fetch_add(f, Ordering::Relaxed);
 }
 
-fn record_frees(sh: &Shared, lives: &[Live]) {
+fn record_frees(sh: &Shared, lives: &[Live], cpu: Option<u32>) {
     if sh.recorder.is_some() {
         for l in lives {
-            record_line(sh, serde_json::to_value(l).unwrap_or_default());
+            let mut v = serde_json::to_value(l).unwrap_or_default();
+            v["cpu"] = json!(cpu);
+            record_line(sh, v);
         }
     }
 }
@@ -266,7 +284,7 @@ async fn phase(
     start.elapsed()
 }
 
-async fn server_snapshot(c: &Client) -> Result<ServerView, Error> {
+pub(super) async fn server_snapshot(c: &Client) -> Result<ServerView, Error> {
     let vm = c.vmstat().await?;
     let slab = c.slab_info().await?;
     let mem = c.meminfo().await?;
@@ -352,8 +370,9 @@ async fn run_load(
         .lock()
         .map(|mut h| h.drain(..).collect())
         .unwrap_or_default();
-    record_frees(&sh, &rest);
-    let f = conns[0].free(rest).await;
+    let cpu = plan.cpu(0);
+    record_frees(&sh, &rest, cpu);
+    let f = conns[0].free(rest, cpu).await;
     sh.free_errors.fetch_add(f, Ordering::Relaxed);
     if let Some(r) = &sh.recorder {
         if let Ok(mut w) = r.lock() {
@@ -459,7 +478,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<(), Error> {
     } else {
         1
     };
-    let plan = Plan {
+    let mut plan = Plan {
         op: a.op,
         sizes,
         order: a.order,
@@ -469,12 +488,29 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<(), Error> {
         batch,
         rps: a.rps,
         concurrency: a.concurrency,
+        pin: None,
     };
     let record = match &a.record {
-        Some(p) => Some(Mutex::new(std::io::BufWriter::new(
-            std::fs::File::create(p)
-                .map_err(|e| Error::Transport(format!("cannot create {}: {e}", p.display())))?,
-        ))),
+        Some(p) => {
+            let m = conns[0].client().machine().await?;
+            plan.pin = Some(m.cpus.max(1));
+            if (a.concurrency > 1 || a.connections > 1) && !a.quiet {
+                eprintln!(
+                    "kmemctl: recording with -c {} over {} connection(s): the trace is in \
+                     completion order, which may differ from the server's; record with -c 1 \
+                     for an exact replay",
+                    a.concurrency, a.connections
+                );
+            }
+            let mut w =
+                std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| {
+                    Error::Transport(format!("cannot create {}: {e}", p.display()))
+                })?);
+            let header = json!({"trace": {"version": 1, "memory": m.memory_bytes,
+                "nodes": m.nodes, "cpus": m.cpus, "concurrency": a.concurrency}});
+            let _ = writeln!(w, "{header}");
+            Some(Mutex::new(w))
+        }
         None => None,
     };
     let name = clap::ValueEnum::to_possible_value(&a.op)
@@ -492,6 +528,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<(), Error> {
             batch,
             rps: a.rps,
             concurrency: a.concurrency,
+            pin: None,
         };
         let mut b = run_load(&conns, Arc::new(ping), &a, g, "ping", None).await?;
         b.server = None;
@@ -501,85 +538,6 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<(), Error> {
         Output::Json => print_json(&report),
         Output::Text => report.print_text(),
         Output::Csv => {}
-    }
-    Ok(())
-}
-
-/// `kmemctl replay FILE`: re-run a `--record`ed trace in order (one call at a time),
-/// mapping recorded addresses to the new ones.
-pub async fn replay(g: &Global, file: PathBuf) -> Result<(), Error> {
-    let f = std::fs::File::open(&file)
-        .map_err(|e| Error::Transport(format!("cannot open {}: {e}", file.display())))?;
-    let c = g.connect().await?;
-    let conn = Conn::Unary(c);
-    let before = server_snapshot(conn.client()).await?;
-    let mut map: HashMap<u64, Live> = HashMap::new();
-    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    let mut hist = new_hist();
-    let (mut frees, mut skipped) = (0u64, 0u64);
-    let start = Instant::now();
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| Error::Transport(format!("read {}: {e}", file.display())))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| Error::Transport(format!("{}:{}: {e}", file.display(), n + 1)))?;
-        if let Ok(w) = serde_json::from_value::<Work>(v.clone()) {
-            let old = v["addr"].as_u64();
-            let mut opts = Opts::gfp(v["gfp"].as_str().unwrap_or("GFP_KERNEL"));
-            if let Some(c) = v["cgroup"].as_str().filter(|c| !c.is_empty()) {
-                opts = opts.cgroup(c);
-            }
-            let t = Instant::now();
-            let r = conn.exec(std::slice::from_ref(&w), &opts).await.remove(0);
-            let _ = hist.record((t.elapsed().as_nanos() as u64).max(1));
-            let key = match &r {
-                Ok(Some(l)) => {
-                    if let Some(o) = old {
-                        map.insert(o, l.clone());
-                    }
-                    "OK".to_string()
-                }
-                Ok(None) => "OK".to_string(),
-                Err(e) => status_key(e),
-            };
-            *statuses.entry(key).or_insert(0) += 1;
-        } else if let Ok(l) = serde_json::from_value::<Live>(v) {
-            match map.remove(&l.addr()) {
-                Some(new) => {
-                    frees += 1;
-                    let now = l.with_addr(new.addr());
-                    if conn.free(vec![now]).await > 0 {
-                        *statuses.entry("FREE_FAILED".into()).or_insert(0) += 1;
-                    }
-                }
-                None => skipped += 1,
-            }
-        } else {
-            skipped += 1;
-        }
-    }
-    let mut r = Report::build(
-        "replay",
-        &hist,
-        start.elapsed(),
-        &statuses,
-        0,
-        json!({"file": file.display().to_string(), "frees": frees, "skipped": skipped}),
-    );
-    let after = server_snapshot(conn.client()).await?;
-    r.server = Some(ServerView {
-        pgalloc: after.pgalloc.saturating_sub(before.pgalloc),
-        pgfree: after.pgfree.saturating_sub(before.pgfree),
-        slab_allocs: after.slab_allocs.saturating_sub(before.slab_allocs),
-        slab_frees: after.slab_frees.saturating_sub(before.slab_frees),
-        mem_free: after.mem_free,
-        mem_free_before: before.mem_free,
-    });
-    match g.output {
-        Output::Json => print_json(&r),
-        _ => r.print_text(),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod ops;
+pub mod replay;
 pub mod report;
 pub mod top;
 pub mod workload;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use kmem_allocator::{ByteSize, Gfp};
-use kmem_client::{pb, Client, Error};
+use kmem_client::{Client, Error, pb};
 use serde::Serialize;
 use tonic::Code;
 

@@ -1,11 +1,11 @@
 //! Allocation, free, cache and memory-access commands.
 
 use clap::{Args, Subcommand};
-use kmem_client::{pb, Client, Error, Opts};
+use kmem_client::{Client, Error, Opts, pb};
 use serde_json::json;
 
 use super::{
-    hex, human, parse_addr, parse_gfp, parse_size, print_json, print_ok, AllocOut, Global,
+    AllocOut, Global, hex, human, parse_addr, parse_gfp, parse_size, print_json, print_ok,
 };
 
 /// The GFP flags most callers need, shown by `--help`.

@@ -1,4 +1,7 @@
-//! `kmemctl top`: a live slabtop-style view (ratatui); `q` quits, `s` changes the sort.
+//! `kmemctl top`: a live view (ratatui) of the zones against their watermarks,
+//! buddyinfo per order, the slab caches, the cgroups against their limits, and the
+//! allocation and failure rates, redrawn every --interval. Keys: `q` quits, `s` cycles
+//! the slab sort, `z`/`a`/`r`/`n` sort by size/active/rate/name.
 //! Without a terminal (or with --once) it prints one frame as text.
 
 use std::io::IsTerminal;
@@ -6,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use kmem_allocator::ByteSize;
-use kmem_client::{pb, Client, Error};
+use kmem_client::{Client, Error, pb};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
@@ -40,25 +43,125 @@ pub struct TopArgs {
     pub lines: usize,
 }
 
+/// Cgroups shown (each costs a call per refresh).
+const MAX_CGROUPS: usize = 8;
+
 struct Snapshot {
     at: Instant,
     caches: Vec<pb::SlabCache>,
     meminfo: Vec<pb::StatEntry>,
+    zones: Vec<pb::Zone>,
+    cgroups: Vec<pb::Cgroup>,
     pgalloc: u64,
+    /// Failure events the server exports: oom kills, and memcg `max`/`oom` events.
+    failures: u64,
+}
+
+fn stat(e: &[pb::StatEntry], name: &str) -> u64 {
+    e.iter()
+        .find(|e| e.name == name)
+        .map(|e| e.value)
+        .unwrap_or(0)
 }
 
 async fn snapshot(c: &Client) -> Result<Snapshot, Error> {
     let vm = c.vmstat().await?;
+    let mut cgroups = Vec::new();
+    for path in c.list_cgroups().await?.iter().take(MAX_CGROUPS) {
+        // A cgroup removed between the two calls is just not shown.
+        if let Ok(g) = c.get_cgroup(path).await {
+            cgroups.push(g);
+        }
+    }
+    let failures = stat(&vm, "oom_kill")
+        + cgroups
+            .iter()
+            .map(|g| stat(&g.events_local, "max") + stat(&g.events_local, "oom"))
+            .sum::<u64>();
     Ok(Snapshot {
         at: Instant::now(),
         caches: c.slab_info().await?,
         meminfo: c.meminfo().await?,
+        zones: c.zones().await?,
+        cgroups,
         pgalloc: vm
             .iter()
             .filter(|e| e.name.starts_with("pgalloc_"))
             .map(|e| e.value)
             .sum(),
+        failures,
     })
+}
+
+/// A zone against its watermarks, in pages (as /proc/zoneinfo).
+fn zone_line(z: &pb::Zone) -> String {
+    let state = if z.free_pages < z.min_pages {
+        "BELOW MIN"
+    } else if z.free_pages < z.low_pages {
+        "below low"
+    } else if z.free_pages < z.high_pages {
+        "below high"
+    } else {
+        "ok"
+    };
+    format!(
+        "Node {} {:<8} free {:>9}  min {:>7}  low {:>7}  high {:>7}  boost {:>5}  managed {:>9}  {state}",
+        z.node,
+        z.name,
+        z.free_pages,
+        z.min_pages,
+        z.low_pages,
+        z.high_pages,
+        z.boost_pages,
+        z.managed_pages
+    )
+}
+
+/// Free blocks per order, as /proc/buddyinfo.
+fn buddy_line(z: &pb::Zone) -> String {
+    let orders: String = z
+        .free_per_order
+        .iter()
+        .map(|n| format!(" {n:>6}"))
+        .collect();
+    format!("Node {}, zone {:>8}{orders}", z.node, z.name)
+}
+
+/// A cgroup's usage against memory.max / memory.high.
+fn cgroup_line(g: &pb::Cgroup) -> String {
+    let limit = |v: Option<u64>| v.map(|b| ByteSize(b).to_string()).unwrap_or("max".into());
+    let pct = g
+        .max_bytes
+        .filter(|m| *m > 0)
+        .map(|m| format!("{:>3}%", g.current_bytes * 100 / m))
+        .unwrap_or_else(|| "   -".into());
+    format!(
+        "{:<24} {:>10} / {:<10} {pct}  high {:<10} peak {:<10} max events {}  oom {}",
+        g.path,
+        ByteSize(g.current_bytes).to_string(),
+        limit(g.max_bytes),
+        limit(g.high_bytes),
+        ByteSize(g.peak_bytes).to_string(),
+        stat(&g.events, "max"),
+        stat(&g.events, "oom")
+    )
+}
+
+/// The memory sections: zones, buddyinfo, cgroups (each with a title line).
+fn sections(s: &Snapshot) -> Vec<String> {
+    let mut v = vec!["ZONES (pages)".to_string()];
+    v.extend(s.zones.iter().map(zone_line));
+    let orders: String = (0..s.zones.first().map_or(0, |z| z.free_per_order.len()))
+        .map(|o| format!(" {:>6}", format!("o{o}")))
+        .collect();
+    v.push(format!(
+        "BUDDYINFO (free blocks per order){:>14}{orders}",
+        ""
+    ));
+    v.extend(s.zones.iter().map(buddy_line));
+    v.push("CGROUPS (current / memory.max)".into());
+    v.extend(s.cgroups.iter().map(cgroup_line));
+    v
 }
 
 fn mem(s: &Snapshot, name: &str) -> u64 {
@@ -78,7 +181,12 @@ fn kib(v: u64) -> String {
 }
 
 /// Header lines and table rows (name, objs, active, use%, objsize, slabs, size, allocs/s).
-fn view(cur: &Snapshot, prev: Option<&Snapshot>, sort: Sort) -> (Vec<String>, Vec<[String; 8]>) {
+fn view(
+    cur: &Snapshot,
+    prev: Option<&Snapshot>,
+    sort: Sort,
+    refresh: u64,
+) -> (Vec<String>, Vec<[String; 8]>) {
     let secs = prev
         .map(|p| cur.at.duration_since(p.at).as_secs_f64())
         .unwrap_or(0.0);
@@ -99,6 +207,10 @@ fn view(cur: &Snapshot, prev: Option<&Snapshot>, sort: Sort) -> (Vec<String>, Ve
         Some(p) if secs > 0.0 => cur.pgalloc.saturating_sub(p.pgalloc) as f64 / secs,
         _ => 0.0,
     };
+    let fail_rate = match prev {
+        Some(p) if secs > 0.0 => cur.failures.saturating_sub(p.failures) as f64 / secs,
+        _ => 0.0,
+    };
     let header = vec![
         format!(
             "MemTotal {}  MemFree {}  Slab {}  VmallocUsed {}",
@@ -108,9 +220,12 @@ fn view(cur: &Snapshot, prev: Option<&Snapshot>, sort: Sort) -> (Vec<String>, Ve
             kib(mem(cur, "VmallocUsed"))
         ),
         format!(
-            "Caches {}  Active / Total Objects {active} / {total}  pgalloc {pg_rate:.0}/s",
-            cur.caches.len()
+            "Caches {}  Active / Total Objects {active} / {total}  pgalloc {pg_rate:.0}/s  \
+             fail {fail_rate:.0}/s (total {})",
+            cur.caches.len(),
+            cur.failures
         ),
+        format!("refresh {refresh}  sort {sort:?}"),
     ];
     let mut cs: Vec<(&pb::SlabCache, f64)> = cur.caches.iter().map(|c| (c, rate(c))).collect();
     match sort {
@@ -156,8 +271,8 @@ pub async fn run(c: &Client, a: TopArgs) -> Result<(), Error> {
         let first = snapshot(c).await?;
         tokio::time::sleep(a.interval.min(Duration::from_secs(1))).await;
         let cur = snapshot(c).await?;
-        let (header, rows) = view(&cur, Some(&first), a.sort);
-        for h in header {
+        let (header, rows) = view(&cur, Some(&first), a.sort, 1);
+        for h in header.iter().chain(&sections(&cur)) {
             println!("{h}");
         }
         println!();
@@ -195,17 +310,22 @@ async fn interactive(
     let io = |e: std::io::Error| Error::Transport(format!("terminal: {e}"));
     let mut sort = a.sort;
     let mut prev: Option<Snapshot> = None;
+    let mut refresh = 0u64;
     loop {
         let cur = snapshot(c).await?;
-        let (header, rows) = view(&cur, prev.as_ref(), sort);
+        refresh += 1;
+        let (header, rows) = view(&cur, prev.as_ref(), sort, refresh);
+        let mem = sections(&cur);
         term.draw(|f| {
-            let [top, body, foot] = Layout::vertical([
-                Constraint::Length(2),
+            let [top, middle, body, foot] = Layout::vertical([
+                Constraint::Length(header.len() as u16),
+                Constraint::Length(mem.len() as u16),
                 Constraint::Min(0),
                 Constraint::Length(1),
             ])
             .areas(f.area());
             f.render_widget(Paragraph::new(header.join("\n")), top);
+            f.render_widget(Paragraph::new(mem.join("\n")), middle);
             let widths = [
                 Constraint::Min(20),
                 Constraint::Length(9),
@@ -221,7 +341,9 @@ async fn interactive(
                 .block(Block::new());
             f.render_widget(table, body);
             f.render_widget(
-                Paragraph::new(format!("q: quit   s: sort ({sort:?})   kmemctl top")),
+                Paragraph::new(format!(
+                    "q: quit   s: next sort ({sort:?})   z/a/r/n: size/active/rate/name"
+                )),
                 foot,
             );
         })
@@ -244,6 +366,15 @@ async fn interactive(
                             Sort::Active => Sort::Rate,
                             Sort::Rate => Sort::Name,
                             Sort::Name => Sort::Size,
+                        };
+                        break;
+                    }
+                    KeyCode::Char(k @ ('z' | 'a' | 'r' | 'n')) => {
+                        sort = match k {
+                            'z' => Sort::Size,
+                            'a' => Sort::Active,
+                            'r' => Sort::Rate,
+                            _ => Sort::Name,
                         };
                         break;
                     }

@@ -1,15 +1,12 @@
 //! What the load generator sends: operations, size distributions, and the three
-//! transports (unary calls, Batch, one Session stream per connection).
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+//! transports (unary calls, Batch, one [`Session`] stream per connection).
 
 use clap::ValueEnum;
+use kmem_allocator::PAGE_SIZE;
+use kmem_allocator::slab::PAGE_OFFSET;
 use kmem_client::pb::{self, operation::Op};
-use kmem_client::{Client, Error, Opts};
+use kmem_client::{Client, Error, Opts, Session};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 /// `--op`: the operation each request performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -72,6 +69,13 @@ impl Live {
             | Live::Kvfree { addr }
             | Live::CacheFree { addr, .. } => *addr,
             Live::FreePages { pfn, .. } => *pfn,
+        }
+    }
+    /// The address the generic `Free` call takes (a page block's direct-map address).
+    pub fn free_addr(&self) -> u64 {
+        match self {
+            Live::FreePages { pfn, .. } => PAGE_OFFSET + pfn * PAGE_SIZE,
+            l => l.addr(),
         }
     }
     /// The same object at a different address (trace replay).
@@ -158,7 +162,15 @@ fn cache_ref(cache: &str) -> Option<pb::CacheRef> {
 }
 
 impl Live {
-    fn op(&self) -> Op {
+    /// The free operation; on a pinned CPU every kind goes through the generic `Free`
+    /// (FreePages and Vfree carry no CPU of their own).
+    fn op(&self, cpu: Option<u32>) -> Op {
+        if cpu.is_some() {
+            return Op::Free(pb::FreeRequest {
+                addr: self.free_addr(),
+                cpu,
+            });
+        }
         match self {
             Live::Kfree { addr } => Op::Kfree(pb::KfreeRequest {
                 addr: *addr,
@@ -184,7 +196,10 @@ impl Live {
         }
     }
 
-    async fn unary(&self, c: &Client) -> Result<(), Error> {
+    async fn unary(&self, c: &Client, cpu: Option<u32>) -> Result<(), Error> {
+        if cpu.is_some() {
+            return c.free_on(self.free_addr(), cpu).await.map(|_| ());
+        }
         match self {
             Live::Kfree { addr } => c.kfree(*addr).await,
             Live::FreePages { pfn, order } => c.free_pages(*pfn, *order).await,
@@ -289,59 +304,6 @@ impl Rng {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::OperationResult>>>>;
-
-/// One Session stream shared by many in-flight operations, matched by id.
-pub struct Session {
-    tx: mpsc::UnboundedSender<pb::SessionRequest>,
-    pending: Pending,
-    next: AtomicU64,
-}
-
-impl Session {
-    pub async fn open(c: &Client) -> Result<Session, Error> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-        let mut resp = c.session(stream).await?;
-        let pending: Pending = Arc::default();
-        let p = pending.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = resp.message().await {
-                let waiter = p.lock().ok().and_then(|mut g| g.remove(&m.id));
-                if let (Some(w), Some(r)) = (waiter, m.result) {
-                    let _ = w.send(r);
-                }
-            }
-            // The stream ended: wake every waiter with an error.
-            if let Ok(mut g) = p.lock() {
-                g.clear();
-            }
-        });
-        Ok(Session {
-            tx,
-            pending,
-            next: AtomicU64::new(1),
-        })
-    }
-
-    async fn call(&self, op: Op) -> Result<pb::OperationResult, Error> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut g) = self.pending.lock() {
-            g.insert(id, tx);
-        }
-        let req = pb::SessionRequest {
-            id,
-            operation: Some(pb::Operation { op: Some(op) }),
-        };
-        self.tx
-            .send(req)
-            .map_err(|_| Error::Transport("session stream closed".into()))?;
-        rx.await
-            .map_err(|_| Error::Transport("session stream closed".into()))
-    }
-}
-
 /// A connection and the transport used over it.
 pub enum Conn {
     Unary(Client),
@@ -422,8 +384,8 @@ impl Conn {
         }
     }
 
-    /// Free; returns how many frees failed.
-    pub async fn free(&self, lives: Vec<Live>) -> u64 {
+    /// Free (on `cpu` when given); returns how many frees failed.
+    pub async fn free(&self, lives: Vec<Live>, cpu: Option<u32>) -> u64 {
         if lives.is_empty() {
             return 0;
         }
@@ -431,14 +393,16 @@ impl Conn {
         match self {
             Conn::Unary(c) => {
                 for l in &lives {
-                    failed += u64::from(l.unary(c).await.is_err());
+                    failed += u64::from(l.unary(c, cpu).await.is_err());
                 }
             }
             Conn::Batch(c) => {
                 let r = pb::BatchRequest {
                     operations: lives
                         .iter()
-                        .map(|l| pb::Operation { op: Some(l.op()) })
+                        .map(|l| pb::Operation {
+                            op: Some(l.op(cpu)),
+                        })
                         .collect(),
                     defaults: None,
                     stop_on_error: false,
@@ -452,7 +416,7 @@ impl Conn {
             }
             Conn::Session(_, s) => {
                 for l in &lives {
-                    let ok = matches!(s.call(l.op()).await.map(|r| status_only(&r)), Ok(Ok(())));
+                    let ok = matches!(s.call(l.op(cpu)).await.map(|r| status_only(&r)), Ok(Ok(())));
                     failed += u64::from(!ok);
                 }
             }
