@@ -10,7 +10,10 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-echo "== test dependencies: Python virtualenv with grpcio"
+echo "== test dependencies: tmux (kmemctl top in a terminal), Python virtualenv with grpcio"
+if ! command -v tmux >/dev/null && [[ $(id -u) -eq 0 ]]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+fi
 bash scripts/python-tests.sh --setup-only
 export KMEM_REQUIRE_PYTHON=1
 
