@@ -16,6 +16,7 @@ use kmem_client::pb;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Detail};
+use crate::metrics::{AllocApi, AllocMetrics};
 
 /// Server-side limits an operation is checked against.
 #[derive(Clone, Debug)]
@@ -28,6 +29,8 @@ pub struct OpLimits {
 pub struct Api {
     pub machine: Arc<Machine>,
     pub limits: OpLimits,
+    /// Per-API size/latency histograms and failures by reason (`None`: not recorded).
+    pub alloc_metrics: Option<Arc<AllocMetrics>>,
 }
 
 /// What an operation produced.
@@ -105,7 +108,30 @@ pub fn parse_gfp(text: &str, mask: Option<u32>) -> Result<Gfp, ApiError> {
 
 impl Api {
     pub fn new(machine: Arc<Machine>, limits: OpLimits) -> Self {
-        Api { machine, limits }
+        Api {
+            machine,
+            limits,
+            alloc_metrics: Some(Arc::new(AllocMetrics::new())),
+        }
+    }
+
+    /// Record the allocation metrics into `m`, or not at all.
+    pub fn with_alloc_metrics(mut self, m: Option<Arc<AllocMetrics>>) -> Self {
+        self.alloc_metrics = m;
+        self
+    }
+
+    /// Run an allocating operation, recording it when metrics are on.
+    #[inline(always)]
+    fn metered(
+        &self,
+        api: AllocApi,
+        f: impl FnOnce() -> Result<pb::Allocation, ApiError>,
+    ) -> Result<pb::Allocation, ApiError> {
+        match &self.alloc_metrics {
+            Some(m) => m.measure(api, f),
+            None => f(),
+        }
     }
 
     /// Options → (mask, context). `defaults` are a Batch's shared options.
@@ -285,10 +311,12 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        let order = order_field(r.order)?;
-        let b = self.machine.alloc_pages(gfp, order, &ctx)?;
-        Ok(self.page_allocation(&b))
+        self.metered(AllocApi::AllocPages, || {
+            let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            let order = order_field(r.order)?;
+            let b = self.machine.alloc_pages(gfp, order, &ctx)?;
+            Ok(self.page_allocation(&b))
+        })
     }
 
     /// The pfn a FreePages names: its pfn, or its direct-map address.
@@ -325,11 +353,13 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        let b = self.machine.alloc_pages_exact(r.size, gfp, &ctx)?;
-        let mut a = self.page_allocation(&b);
-        a.size = r.size.next_multiple_of(kmem_allocator::PAGE_SIZE);
-        Ok(a)
+        self.metered(AllocApi::AllocPagesExact, || {
+            let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            let b = self.machine.alloc_pages_exact(r.size, gfp, &ctx)?;
+            let mut a = self.page_allocation(&b);
+            a.size = r.size.next_multiple_of(kmem_allocator::PAGE_SIZE);
+            Ok(a)
+        })
     }
 
     pub fn free_pages_exact(&self, r: &pb::FreePagesExactRequest) -> Result<(), ApiError> {
@@ -343,15 +373,17 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        if r.zero {
-            gfp = gfp.with(Gfp::ZERO);
-        }
-        let o = match ctx.node {
-            Some(n) => self.machine.kmalloc_node(r.size, gfp, n, &ctx)?,
-            None => self.machine.kmalloc(r.size, gfp, &ctx)?,
-        };
-        Ok(self.kmalloc_allocation(&o))
+        self.metered(AllocApi::Kmalloc, || {
+            let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            if r.zero {
+                gfp = gfp.with(Gfp::ZERO);
+            }
+            let o = match ctx.node {
+                Some(n) => self.machine.kmalloc_node(r.size, gfp, n, &ctx)?,
+                None => self.machine.kmalloc(r.size, gfp, &ctx)?,
+            };
+            Ok(self.kmalloc_allocation(&o))
+        })
     }
 
     pub fn kmalloc_array(
@@ -360,12 +392,14 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        if r.zero {
-            gfp = gfp.with(Gfp::ZERO);
-        }
-        let o = self.machine.kmalloc_array(r.n, r.size, gfp, &ctx)?;
-        Ok(self.kmalloc_allocation(&o))
+        self.metered(AllocApi::KmallocArray, || {
+            let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            if r.zero {
+                gfp = gfp.with(Gfp::ZERO);
+            }
+            let o = self.machine.kmalloc_array(r.n, r.size, gfp, &ctx)?;
+            Ok(self.kmalloc_allocation(&o))
+        })
     }
 
     pub fn krealloc(
@@ -374,9 +408,11 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        let o = self.machine.krealloc(r.addr, r.new_size, gfp, &ctx)?;
-        Ok(self.kmalloc_allocation(&o))
+        self.metered(AllocApi::Krealloc, || {
+            let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            let o = self.machine.krealloc(r.addr, r.new_size, gfp, &ctx)?;
+            Ok(self.kmalloc_allocation(&o))
+        })
     }
 
     pub fn kfree(&self, r: &pb::KfreeRequest) -> Result<(), ApiError> {
@@ -476,17 +512,19 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let id = self.cache(r.cache.as_ref())?;
-        let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        if r.zero {
-            gfp = gfp.with(Gfp::ZERO);
-        }
-        let addr = match ctx.node {
-            Some(n) => self.machine.kmem_cache_alloc_node(id, gfp, n, &ctx)?,
-            None => self.machine.kmem_cache_alloc(id, gfp, &ctx)?,
-        };
-        let size = self.machine.ksize(addr)?;
-        Ok(self.located(addr, size, pb::Backend::Slab, Some(id), None))
+        self.metered(AllocApi::CacheAlloc, || {
+            let id = self.cache(r.cache.as_ref())?;
+            let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            if r.zero {
+                gfp = gfp.with(Gfp::ZERO);
+            }
+            let addr = match ctx.node {
+                Some(n) => self.machine.kmem_cache_alloc_node(id, gfp, n, &ctx)?,
+                None => self.machine.kmem_cache_alloc(id, gfp, &ctx)?,
+            };
+            let size = self.machine.ksize(addr)?;
+            Ok(self.located(addr, size, pb::Backend::Slab, Some(id), None))
+        })
     }
 
     pub fn cache_free(&self, r: &pb::CacheFreeRequest) -> Result<(), ApiError> {
@@ -501,25 +539,29 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        let m = &self.machine;
-        let kind = pb::VmallocKind::try_from(r.kind).map_err(|_| {
-            ApiError::bad(
-                "kind",
-                "BAD_REQUEST",
-                format!("unknown vmalloc kind {}", r.kind),
-            )
-        })?;
-        let addr = match (kind, ctx.node) {
-            (pb::VmallocKind::Unspecified, None) => m.__vmalloc(r.size, gfp, &ctx)?,
-            (pb::VmallocKind::Unspecified, Some(n)) => m.vmalloc_node(r.size, n, &ctx)?,
-            (pb::VmallocKind::Vzalloc, None) => m.__vmalloc(r.size, gfp.with(Gfp::ZERO), &ctx)?,
-            (pb::VmallocKind::Vzalloc, Some(n)) => m.vzalloc_node(r.size, n, &ctx)?,
-            (pb::VmallocKind::User, _) => m.vmalloc_user(r.size, &ctx)?,
-            (pb::VmallocKind::Vmalloc32, _) => m.vmalloc_32(r.size, &ctx)?,
-            (pb::VmallocKind::Gfp, _) => m.__vmalloc(r.size, gfp, &ctx)?,
-        };
-        Ok(self.vmalloc_allocation(addr))
+        self.metered(AllocApi::Vmalloc, || {
+            let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            let m = &self.machine;
+            let kind = pb::VmallocKind::try_from(r.kind).map_err(|_| {
+                ApiError::bad(
+                    "kind",
+                    "BAD_REQUEST",
+                    format!("unknown vmalloc kind {}", r.kind),
+                )
+            })?;
+            let addr = match (kind, ctx.node) {
+                (pb::VmallocKind::Unspecified, None) => m.__vmalloc(r.size, gfp, &ctx)?,
+                (pb::VmallocKind::Unspecified, Some(n)) => m.vmalloc_node(r.size, n, &ctx)?,
+                (pb::VmallocKind::Vzalloc, None) => {
+                    m.__vmalloc(r.size, gfp.with(Gfp::ZERO), &ctx)?
+                }
+                (pb::VmallocKind::Vzalloc, Some(n)) => m.vzalloc_node(r.size, n, &ctx)?,
+                (pb::VmallocKind::User, _) => m.vmalloc_user(r.size, &ctx)?,
+                (pb::VmallocKind::Vmalloc32, _) => m.vmalloc_32(r.size, &ctx)?,
+                (pb::VmallocKind::Gfp, _) => m.__vmalloc(r.size, gfp, &ctx)?,
+            };
+            Ok(self.vmalloc_allocation(addr))
+        })
     }
 
     pub fn vmalloc_huge(
@@ -528,9 +570,11 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        let addr = self.machine.vmalloc_huge(r.size, gfp, &ctx)?;
-        Ok(self.vmalloc_allocation(addr))
+        self.metered(AllocApi::VmallocHuge, || {
+            let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            let addr = self.machine.vmalloc_huge(r.size, gfp, &ctx)?;
+            Ok(self.vmalloc_allocation(addr))
+        })
     }
 
     pub fn vfree(&self, addr: u64) -> Result<(), ApiError> {
@@ -543,12 +587,14 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        if r.zero {
-            gfp = gfp.with(Gfp::ZERO);
-        }
-        let o = self.machine.kvmalloc_node(r.size, gfp, ctx.node, &ctx)?;
-        Ok(self.kv_allocation(&o))
+        self.metered(AllocApi::Kvmalloc, || {
+            let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            if r.zero {
+                gfp = gfp.with(Gfp::ZERO);
+            }
+            let o = self.machine.kvmalloc_node(r.size, gfp, ctx.node, &ctx)?;
+            Ok(self.kv_allocation(&o))
+        })
     }
 
     pub fn kvmalloc_array(
@@ -557,12 +603,14 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        if r.zero {
-            gfp = gfp.with(Gfp::ZERO);
-        }
-        let o = self.machine.kvmalloc_array(r.n, r.size, gfp, &ctx)?;
-        Ok(self.kv_allocation(&o))
+        self.metered(AllocApi::KvmallocArray, || {
+            let (mut gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            if r.zero {
+                gfp = gfp.with(Gfp::ZERO);
+            }
+            let o = self.machine.kvmalloc_array(r.n, r.size, gfp, &ctx)?;
+            Ok(self.kv_allocation(&o))
+        })
     }
 
     pub fn kvrealloc(
@@ -571,9 +619,11 @@ impl Api {
         d: Option<&pb::AllocOptions>,
         c: &Caller,
     ) -> Result<pb::Allocation, ApiError> {
-        let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
-        let o = self.machine.kvrealloc(r.addr, r.new_size, gfp, &ctx)?;
-        Ok(self.kv_allocation(&o))
+        self.metered(AllocApi::Kvrealloc, || {
+            let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
+            let o = self.machine.kvrealloc(r.addr, r.new_size, gfp, &ctx)?;
+            Ok(self.kv_allocation(&o))
+        })
     }
 
     pub fn kvfree(&self, r: &pb::KvfreeRequest) -> Result<(), ApiError> {

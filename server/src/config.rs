@@ -24,7 +24,8 @@ pub struct Config {
     pub machine: MachineConfig,
     pub limits: Limits,
     pub log: LogConfig,
-    /// `/metrics`: on/off, the cgroup cap, node_exporter compatibility.
+    /// `/metrics`: on/off, the cgroup cap, node_exporter and cAdvisor compatibility,
+    /// the allocation histograms.
     pub metrics: MetricsConfig,
     /// Bearer-token tenants; empty = no authentication.
     pub tenants: Vec<Tenant>,

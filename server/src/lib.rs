@@ -83,12 +83,20 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
 
-    let api = Arc::new(Api::new(
-        machine.clone(),
-        OpLimits {
-            max_copy_bytes: cfg.limits.max_copy_size.0,
-        },
-    ));
+    let alloc_metrics = (cfg.metrics.enabled && cfg.metrics.alloc_histograms).then(|| {
+        Arc::new(metrics::AllocMetrics::with_time_sampling(
+            cfg.metrics.alloc_time_every,
+        ))
+    });
+    let api = Arc::new(
+        Api::new(
+            machine.clone(),
+            OpLimits {
+                max_copy_bytes: cfg.limits.max_copy_size.0,
+            },
+        )
+        .with_alloc_metrics(alloc_metrics.clone()),
+    );
     let shared = Shared {
         api,
         auth: Arc::new(Auth::new(&cfg.tenants)),
@@ -165,7 +173,8 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         serving: serving.clone(),
         metrics: cfg.metrics.enabled.then(|| {
             let m =
-                metrics::Metrics::new(machine.clone(), cfg.metrics.clone(), rpc_metrics.clone());
+                metrics::Metrics::new(machine.clone(), cfg.metrics.clone(), rpc_metrics.clone())
+                    .with_alloc(alloc_metrics.clone());
             Arc::new(move || m.render()) as Arc<dyn Fn() -> String + Send + Sync>
         }),
     };
