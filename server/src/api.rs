@@ -142,8 +142,10 @@ impl Api {
         caller: &Caller,
     ) -> Result<(Gfp, AllocContext), ApiError> {
         let Some(o) = o.or(defaults) else {
+            let cgroup = caller.default_cgroup(&self.machine)?;
             let ctx = AllocContext {
-                cgroup: caller.default_cgroup(&self.machine)?,
+                charge_report: cgroup.map(|_| Default::default()),
+                cgroup,
                 deadline: caller.deadline,
                 cancel: caller.cancel.clone(),
                 ..Default::default()
@@ -193,6 +195,9 @@ impl Api {
         if !o.caller.is_empty() {
             ctx.caller = Some(o.caller.as_str().into());
         }
+        if ctx.cgroup.is_some() {
+            ctx.charge_report = Some(Default::default());
+        }
         Ok((gfp, ctx))
     }
 
@@ -220,6 +225,15 @@ impl Api {
 
     // ---- encoding ----
 
+    /// What the call's cgroup charges would cost the caller: the `memory.high`
+    /// throttle the kernel would impose on return to user space.
+    fn charged(&self, mut a: pb::Allocation, ctx: &AllocContext) -> pb::Allocation {
+        if let Some(r) = &ctx.charge_report {
+            a.memory_high_delay_ms = r.high_delay_ms();
+        }
+        a
+    }
+
     pub fn page_allocation(&self, b: &PageBlock) -> pb::Allocation {
         pb::Allocation {
             addr: phys_to_virt(b.phys_addr()),
@@ -233,6 +247,7 @@ impl Api {
             migratetype: mt_pb(b.migratetype) as i32,
             gfp: b.gfp.to_string(),
             pfmemalloc: b.pfmemalloc,
+            memory_high_delay_ms: 0,
         }
     }
 
@@ -315,7 +330,7 @@ impl Api {
             let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
             let order = order_field(r.order)?;
             let b = self.machine.alloc_pages(gfp, order, &ctx)?;
-            Ok(self.page_allocation(&b))
+            Ok(self.charged(self.page_allocation(&b), &ctx))
         })
     }
 
@@ -358,7 +373,7 @@ impl Api {
             let b = self.machine.alloc_pages_exact(r.size, gfp, &ctx)?;
             let mut a = self.page_allocation(&b);
             a.size = r.size.next_multiple_of(kmem_allocator::PAGE_SIZE);
-            Ok(a)
+            Ok(self.charged(a, &ctx))
         })
     }
 
@@ -382,7 +397,7 @@ impl Api {
                 Some(n) => self.machine.kmalloc_node(r.size, gfp, n, &ctx)?,
                 None => self.machine.kmalloc(r.size, gfp, &ctx)?,
             };
-            Ok(self.kmalloc_allocation(&o))
+            Ok(self.charged(self.kmalloc_allocation(&o), &ctx))
         })
     }
 
@@ -398,7 +413,7 @@ impl Api {
                 gfp = gfp.with(Gfp::ZERO);
             }
             let o = self.machine.kmalloc_array(r.n, r.size, gfp, &ctx)?;
-            Ok(self.kmalloc_allocation(&o))
+            Ok(self.charged(self.kmalloc_allocation(&o), &ctx))
         })
     }
 
@@ -411,7 +426,7 @@ impl Api {
         self.metered(AllocApi::Krealloc, || {
             let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
             let o = self.machine.krealloc(r.addr, r.new_size, gfp, &ctx)?;
-            Ok(self.kmalloc_allocation(&o))
+            Ok(self.charged(self.kmalloc_allocation(&o), &ctx))
         })
     }
 
@@ -523,7 +538,10 @@ impl Api {
                 None => self.machine.kmem_cache_alloc(id, gfp, &ctx)?,
             };
             let size = self.machine.ksize(addr)?;
-            Ok(self.located(addr, size, pb::Backend::Slab, Some(id), None))
+            Ok(self.charged(
+                self.located(addr, size, pb::Backend::Slab, Some(id), None),
+                &ctx,
+            ))
         })
     }
 
@@ -560,7 +578,7 @@ impl Api {
                 (pb::VmallocKind::Vmalloc32, _) => m.vmalloc_32(r.size, &ctx)?,
                 (pb::VmallocKind::Gfp, _) => m.__vmalloc(r.size, gfp, &ctx)?,
             };
-            Ok(self.vmalloc_allocation(addr))
+            Ok(self.charged(self.vmalloc_allocation(addr), &ctx))
         })
     }
 
@@ -573,7 +591,7 @@ impl Api {
         self.metered(AllocApi::VmallocHuge, || {
             let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
             let addr = self.machine.vmalloc_huge(r.size, gfp, &ctx)?;
-            Ok(self.vmalloc_allocation(addr))
+            Ok(self.charged(self.vmalloc_allocation(addr), &ctx))
         })
     }
 
@@ -593,7 +611,7 @@ impl Api {
                 gfp = gfp.with(Gfp::ZERO);
             }
             let o = self.machine.kvmalloc_node(r.size, gfp, ctx.node, &ctx)?;
-            Ok(self.kv_allocation(&o))
+            Ok(self.charged(self.kv_allocation(&o), &ctx))
         })
     }
 
@@ -609,7 +627,7 @@ impl Api {
                 gfp = gfp.with(Gfp::ZERO);
             }
             let o = self.machine.kvmalloc_array(r.n, r.size, gfp, &ctx)?;
-            Ok(self.kv_allocation(&o))
+            Ok(self.charged(self.kv_allocation(&o), &ctx))
         })
     }
 
@@ -622,7 +640,7 @@ impl Api {
         self.metered(AllocApi::Kvrealloc, || {
             let (gfp, ctx) = self.resolve(r.options.as_ref(), d, c)?;
             let o = self.machine.kvrealloc(r.addr, r.new_size, gfp, &ctx)?;
-            Ok(self.kv_allocation(&o))
+            Ok(self.charged(self.kv_allocation(&o), &ctx))
         })
     }
 

@@ -48,6 +48,10 @@ pub struct Limits {
     pub nofail_max_wait_ms: u64,
     /// HTTP/2 keepalive ping interval (0 = off, tonic's default).
     pub http2_keepalive_interval_ms: u64,
+    /// Wait the `memory.high` throttle the kernel would impose (reported in each
+    /// result as `memory_high_delay_ms`) before replying, up to this many ms per call.
+    /// 0: report it only.
+    pub memory_high_throttle_cap_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +94,7 @@ impl Default for Limits {
             drain_timeout_ms: 10_000,
             nofail_max_wait_ms: 60_000,
             http2_keepalive_interval_ms: 0,
+            memory_high_throttle_cap_ms: 0,
         }
     }
 }

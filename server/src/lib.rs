@@ -102,6 +102,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         auth: Arc::new(Auth::new(&cfg.tenants)),
         max_batch: cfg.limits.max_batch as usize,
         nofail_max_wait: Duration::from_millis(cfg.limits.nofail_max_wait_ms),
+        throttle_cap: Duration::from_millis(cfg.limits.memory_high_throttle_cap_ms),
     };
     let (shutdown, mut rx) = watch::channel(false);
     let serving = Arc::new(AtomicBool::new(true));

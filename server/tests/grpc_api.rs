@@ -656,3 +656,38 @@ async fn dropped_clients_leave_nothing_half_done() {
     let k128 = census.iter().find(|i| i.name == "kmalloc-128").unwrap();
     assert!(k128.alloc_total >= 1, "the session's first kmalloc ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_high_throttle_is_reported_and_waited_up_to_the_cap() {
+    let (_srv, c) = common::start_with(|cfg| cfg.limits.memory_high_throttle_cap_ms = 30).await;
+    c.create_cgroup("/hot").await.unwrap();
+    c.write_cgroup_file("/hot", "memory.high", "1M")
+        .await
+        .unwrap();
+    let acct = Opts::gfp("GFP_KERNEL_ACCOUNT").cgroup("/hot");
+    let first = c.alloc_pages(0, &acct).await.unwrap();
+    assert_eq!(first.memory_high_delay_ms, 0, "under memory.high");
+    let mut held = vec![first];
+    let mut throttled = None;
+    for _ in 0..8 {
+        let t = std::time::Instant::now();
+        let b = c.alloc_pages(9, &acct).await.unwrap();
+        if b.memory_high_delay_ms > 0 {
+            throttled = Some((b.memory_high_delay_ms, t.elapsed()));
+        }
+        held.push(b);
+    }
+    let (delay, took) = throttled.expect("over memory.high the kernel throttles");
+    assert!(delay <= 2000);
+    assert!(
+        took >= std::time::Duration::from_millis(delay.min(30)),
+        "waited {took:?} for a {delay} ms throttle capped at 30 ms"
+    );
+    let events = c.read_cgroup_file("/hot", "memory.events").await.unwrap();
+    assert!(!events.contains("high 0\n"), "{events}");
+    for b in held {
+        c.free_pages(b.pfn.unwrap(), b.order.unwrap())
+            .await
+            .unwrap();
+    }
+}

@@ -32,7 +32,9 @@ impl AllocatorSvc {
     ) -> Result<pb::Allocation, Status> {
         if !options_may_wait(opts(req.get_ref())) {
             let caller = self.shared.caller(&req)?;
-            return Ok(f(&self.shared.api, req.get_ref(), &caller)?);
+            let a = f(&self.shared.api, req.get_ref(), &caller)?;
+            self.shared.throttle(a.memory_high_delay_ms).await;
+            return Ok(a);
         }
         let (caller, guard) = self.shared.waiting_caller(&req)?;
         let r = req.into_inner();
@@ -48,7 +50,9 @@ impl AllocatorSvc {
         .await
         .map_err(|e| Status::internal(format!("allocation task failed: {e}")))?;
         drop(guard);
-        Ok(out?)
+        let a = out?;
+        self.shared.throttle(a.memory_high_delay_ms).await;
+        Ok(a)
     }
 
     fn plain<R>(&self, req: &Request<R>) -> Result<Caller, Status> {
@@ -438,9 +442,19 @@ impl AllocatorService for AllocatorSvc {
             }
             pb::BatchResponse { results }
         };
+        let delay = |r: &pb::BatchResponse| {
+            r.results
+                .iter()
+                .filter_map(|x| x.allocation.as_ref())
+                .map(|a| a.memory_high_delay_ms)
+                .sum::<u64>()
+                .min(kmem_allocator::ChargeReport::MAX_DELAY_MS)
+        };
         if !waits {
             let caller = self.shared.caller(&req)?;
-            return Ok(Response::new(run(&self.shared.api, req.get_ref(), &caller)));
+            let out = run(&self.shared.api, req.get_ref(), &caller);
+            self.shared.throttle(delay(&out)).await;
+            return Ok(Response::new(out));
         }
         let (caller, guard) = self.shared.waiting_caller(&req)?;
         let r = req.into_inner();
@@ -449,6 +463,7 @@ impl AllocatorService for AllocatorSvc {
             .await
             .map_err(|e| Status::internal(format!("batch task failed: {e}")))?;
         drop(guard);
+        self.shared.throttle(delay(&out)).await;
         Ok(Response::new(out))
     }
 

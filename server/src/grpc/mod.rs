@@ -20,6 +20,18 @@ pub struct Shared {
     pub auth: Arc<Auth>,
     pub max_batch: usize,
     pub nofail_max_wait: Duration,
+    /// Longest `memory.high` throttle a call waits (zero: report only).
+    pub throttle_cap: Duration,
+}
+
+impl Shared {
+    /// Wait a reported `memory.high` throttle, up to the cap, without holding a
+    /// worker thread (the kernel sleeps the task on its way back to user space).
+    pub async fn throttle(&self, delay_ms: u64) {
+        if delay_ms > 0 && !self.throttle_cap.is_zero() {
+            tokio::time::sleep(Duration::from_millis(delay_ms).min(self.throttle_cap)).await;
+        }
+    }
 }
 
 impl Shared {
