@@ -41,3 +41,30 @@ fn python_grpcio_client_interoperates() {
     assert!(out.status.success(), "python interop test failed:\n{text}");
     assert!(text.contains("passed, 0 failed"), "{text}");
 }
+
+/// deploy/ (compose, Kubernetes, Grafana provisioning) parses and agrees with kmemd's
+/// ports and health names (tests/python/test_deploy.py).
+#[test]
+fn deploy_files_agree_with_kmemd() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = std::env::var_os("KMEM_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/pyenv"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        assert!(std::env::var("KMEM_REQUIRE_PYTHON").as_deref() != Ok("1"), "no Python venv");
+        eprintln!("skipped: no Python venv at {}", venv.display());
+        return;
+    }
+    let out = Command::new(&python)
+        .arg("test_deploy.py")
+        .current_dir(root.join("tests/python"))
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("passed, 0 failed"), "{text}");
+}
