@@ -55,6 +55,7 @@ fi
 
 echo "== promtool check config"
 promtool check config "$root/deploy/prometheus/prometheus.yml"
+promtool check config "$root/deploy/prometheus/compose.yml"
 echo "== promtool check rules"
 promtool check rules "$root/deploy/prometheus/rules.yml"
 echo "== promtool test rules"
