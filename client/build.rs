@@ -27,6 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         .extern_path(".google.rpc", "::tonic_types::pb")
         .codec_path("crate::codec::SliceCodec")
+        // Batch and Session decode thousands of these: boxing the oneof's requests and
+        // the result's allocation keeps the repeated-field moves small.
+        .boxed(".kmem.v1.Operation")
+        .boxed(".kmem.v1.OperationResult.allocation")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -21,10 +21,10 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::OperationResult>>>>;
 /// use kmem_client::{pb, pb::operation::Op, Session};
 /// let s = Session::open(&c).await?;
 /// let a = s
-///     .exec(Op::Kmalloc(pb::KmallocRequest { size: 64, ..Default::default() }))
+///     .exec(Op::Kmalloc(Box::new(pb::KmallocRequest { size: 64, ..Default::default() })))
 ///     .await?
 ///     .expect("an allocation");
-/// s.exec(Op::Kfree(pb::KfreeRequest { addr: a.addr, ..Default::default() })).await?;
+/// s.exec(Op::Kfree(Box::new(pb::KfreeRequest { addr: a.addr, ..Default::default() }))).await?;
 /// # Ok(()) }
 /// ```
 pub struct Session {
@@ -81,7 +81,7 @@ impl Session {
     /// ```no_run
     /// # async fn f(s: kmem_client::Session) -> Result<(), kmem_client::Error> {
     /// use kmem_client::pb::{self, operation::Op};
-    /// let r = s.call(Op::AllocPages(pb::AllocPagesRequest { order: 2, options: None })).await?;
+    /// let r = s.call(Op::AllocPages(Box::new(pb::AllocPagesRequest { order: 2, options: None }))).await?;
     /// println!("{:?} {:?}", r.status, r.allocation);
     /// # Ok(()) }
     /// ```
@@ -111,7 +111,7 @@ impl Session {
     /// ```no_run
     /// # async fn f(s: kmem_client::Session) -> Result<(), kmem_client::Error> {
     /// use kmem_client::pb::{self, operation::Op};
-    /// let e = s.exec(Op::Kfree(pb::KfreeRequest { addr: 0x1234, ..Default::default() })).await;
+    /// let e = s.exec(Op::Kfree(Box::new(pb::KfreeRequest { addr: 0x1234, ..Default::default() }))).await;
     /// assert!(matches!(e, Err(kmem_client::Error::NotFound { .. })));
     /// # Ok(()) }
     /// ```
@@ -119,7 +119,7 @@ impl Session {
         let r = self.call(op).await?;
         match r.status.as_ref().and_then(Error::from_rpc_status) {
             Some(e) => Err(e),
-            None => Ok(r.allocation),
+            None => Ok(r.allocation.map(|a| *a)),
         }
     }
 }

@@ -38,18 +38,18 @@ fn main() {
         let mut ops: Vec<pb::Operation> = live
             .drain(..)
             .map(|addr| pb::Operation {
-                op: Some(Op::Kfree(pb::KfreeRequest {
+                op: Some(Op::Kfree(Box::new(pb::KfreeRequest {
                     addr,
                     ..Default::default()
-                })),
+                }))),
             })
             .collect();
         let frees = ops.len();
         ops.extend((0..n - frees).map(|_| pb::Operation {
-            op: Some(Op::Kmalloc(pb::KmallocRequest {
+            op: Some(Op::Kmalloc(Box::new(pb::KmallocRequest {
                 size: 64,
                 ..Default::default()
-            })),
+            }))),
         }));
         let req = pb::BatchRequest {
             operations: ops,

@@ -27,19 +27,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn kmalloc(size: u64) -> pb::Operation {
     pb::Operation {
-        op: Some(Op::Kmalloc(pb::KmallocRequest {
+        op: Some(Op::Kmalloc(Box::new(pb::KmallocRequest {
             size,
             ..Default::default()
-        })),
+        }))),
     }
 }
 
 fn kfree(addr: u64) -> pb::Operation {
     pb::Operation {
-        op: Some(Op::Kfree(pb::KfreeRequest {
+        op: Some(Op::Kfree(Box::new(pb::KfreeRequest {
             addr,
             ..Default::default()
-        })),
+        }))),
     }
 }
 

@@ -742,7 +742,7 @@ impl Api {
         match r {
             Ok(Outcome::Allocation(a)) => pb::OperationResult {
                 status: None,
-                allocation: Some(a),
+                allocation: Some(Box::new(a)),
                 data: vec![],
             },
             Ok(Outcome::Data(data)) => pb::OperationResult {
@@ -752,11 +752,11 @@ impl Api {
             },
             Ok(Outcome::Freed(f)) => pb::OperationResult {
                 status: None,
-                allocation: Some(pb::Allocation {
+                allocation: Some(Box::new(pb::Allocation {
                     backend: f.backend,
                     size: f.size,
                     ..Default::default()
-                }),
+                })),
                 data: vec![],
             },
             Ok(Outcome::Done) => pb::OperationResult {

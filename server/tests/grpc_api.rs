@@ -395,19 +395,19 @@ async fn tenants_are_confined_to_their_subtree() {
 
 fn kmalloc_op(size: u64) -> pb::Operation {
     pb::Operation {
-        op: Some(Op::Kmalloc(pb::KmallocRequest {
+        op: Some(Op::Kmalloc(Box::new(pb::KmallocRequest {
             size,
             ..Default::default()
-        })),
+        }))),
     }
 }
 
 fn kfree_op(addr: u64) -> pb::Operation {
     pb::Operation {
-        op: Some(Op::Kfree(pb::KfreeRequest {
+        op: Some(Op::Kfree(Box::new(pb::KfreeRequest {
             addr,
             ..Default::default()
-        })),
+        }))),
     }
 }
 

@@ -52,7 +52,10 @@ fn deploy_files_agree_with_kmemd() {
         .unwrap_or_else(|| root.join("target/pyenv"));
     let python = venv.join("bin/python");
     if !python.exists() {
-        assert!(std::env::var("KMEM_REQUIRE_PYTHON").as_deref() != Ok("1"), "no Python venv");
+        assert!(
+            std::env::var("KMEM_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "no Python venv"
+        );
         eprintln!("skipped: no Python venv at {}", venv.display());
         return;
     }
@@ -66,5 +69,8 @@ fn deploy_files_agree_with_kmemd() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && text.contains("passed, 0 failed"), "{text}");
+    assert!(
+        out.status.success() && text.contains("passed, 0 failed"),
+        "{text}"
+    );
 }

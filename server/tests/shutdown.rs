@@ -12,10 +12,10 @@ fn kmalloc(id: u64) -> pb::SessionRequest {
     pb::SessionRequest {
         id,
         operation: Some(pb::Operation {
-            op: Some(Op::Kmalloc(pb::KmallocRequest {
+            op: Some(Op::Kmalloc(Box::new(pb::KmallocRequest {
                 size: 64,
                 ..Default::default()
-            })),
+            }))),
         }),
     }
 }

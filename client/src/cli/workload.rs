@@ -96,31 +96,31 @@ impl Work {
     fn op(&self, o: &pb::AllocOptions) -> Op {
         let options = Some(o.clone());
         match self {
-            Work::Ping => Op::Ping(pb::PingRequest {}),
-            Work::Kmalloc { size } => Op::Kmalloc(pb::KmallocRequest {
+            Work::Ping => Op::Ping(Box::new(pb::PingRequest {})),
+            Work::Kmalloc { size } => Op::Kmalloc(Box::new(pb::KmallocRequest {
                 size: *size,
                 options,
                 zero: false,
-            }),
-            Work::AllocPages { order } => Op::AllocPages(pb::AllocPagesRequest {
+            })),
+            Work::AllocPages { order } => Op::AllocPages(Box::new(pb::AllocPagesRequest {
                 order: *order,
                 options,
-            }),
-            Work::Vmalloc { size } => Op::Vmalloc(pb::VmallocRequest {
+            })),
+            Work::Vmalloc { size } => Op::Vmalloc(Box::new(pb::VmallocRequest {
                 size: *size,
                 kind: 0,
                 options,
-            }),
-            Work::Kvmalloc { size } => Op::Kvmalloc(pb::KvmallocRequest {
+            })),
+            Work::Kvmalloc { size } => Op::Kvmalloc(Box::new(pb::KvmallocRequest {
                 size: *size,
                 options,
                 zero: false,
-            }),
-            Work::CacheAlloc { cache } => Op::CacheAlloc(pb::CacheAllocRequest {
+            })),
+            Work::CacheAlloc { cache } => Op::CacheAlloc(Box::new(pb::CacheAllocRequest {
                 cache: cache_ref(cache),
                 options,
                 zero: false,
-            }),
+            })),
         }
     }
 
@@ -166,33 +166,33 @@ impl Live {
     /// (FreePages and Vfree carry no CPU of their own).
     fn op(&self, cpu: Option<u32>) -> Op {
         if cpu.is_some() {
-            return Op::Free(pb::FreeRequest {
+            return Op::Free(Box::new(pb::FreeRequest {
                 addr: self.free_addr(),
                 cpu,
-            });
+            }));
         }
         match self {
-            Live::Kfree { addr } => Op::Kfree(pb::KfreeRequest {
+            Live::Kfree { addr } => Op::Kfree(Box::new(pb::KfreeRequest {
                 addr: *addr,
                 sensitive: false,
                 cpu: None,
-            }),
-            Live::FreePages { pfn, order } => Op::FreePages(pb::FreePagesRequest {
+            })),
+            Live::FreePages { pfn, order } => Op::FreePages(Box::new(pb::FreePagesRequest {
                 pfn: *pfn,
                 addr: 0,
                 order: *order,
-            }),
-            Live::Vfree { addr } => Op::Vfree(pb::VfreeRequest { addr: *addr }),
-            Live::Kvfree { addr } => Op::Kvfree(pb::KvfreeRequest {
+            })),
+            Live::Vfree { addr } => Op::Vfree(Box::new(pb::VfreeRequest { addr: *addr })),
+            Live::Kvfree { addr } => Op::Kvfree(Box::new(pb::KvfreeRequest {
                 addr: *addr,
                 sensitive_len: 0,
                 cpu: None,
-            }),
-            Live::CacheFree { cache, addr } => Op::CacheFree(pb::CacheFreeRequest {
+            })),
+            Live::CacheFree { cache, addr } => Op::CacheFree(Box::new(pb::CacheFreeRequest {
                 cache: cache_ref(cache),
                 addr: *addr,
                 cpu: None,
-            }),
+            })),
         }
     }
 

@@ -256,7 +256,7 @@ impl Client {
     /// # async fn f(c: kmem_client::Client) -> Result<(), kmem_client::Error> {
     /// # use kmem_client::{pb, Opts};
     /// use pb::operation::Op;
-    /// let op = Op::Kmalloc(pb::KmallocRequest { size: 64, ..Default::default() });
+    /// let op = Op::Kmalloc(Box::new(pb::KmallocRequest { size: 64, ..Default::default() }));
     /// let results = c
     ///     .batch(pb::BatchRequest {
     ///         operations: vec![pb::Operation { op: Some(op) }; 8],
@@ -290,7 +290,7 @@ impl Client {
     /// // Prefer kmem_client::Session, which multiplexes calls over the stream.
     /// let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     /// let mut responses = c.session(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await?;
-    /// let op = pb::operation::Op::Ping(pb::PingRequest {});
+    /// let op = pb::operation::Op::Ping(Box::new(pb::PingRequest {}));
     /// tx.send(pb::SessionRequest { id: 1, operation: Some(pb::Operation { op: Some(op) }) }).ok();
     /// let first = responses.message().await?;
     /// assert_eq!(first.map(|m| m.id), Some(1));
