@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod http;
