@@ -475,6 +475,7 @@ impl AllocatorService for AllocatorSvc {
     ) -> Result<Response<SessionStream>, Status> {
         let caller = self.shared.caller(&req)?;
         let max_wait = self.shared.nofail_max_wait;
+        let cap = self.shared.throttle_cap;
         // Dropped with the response stream: cancels NOFAIL waits of a gone client.
         let guard = super::CancelOnDrop(kmem_allocator::CancelToken::new());
         let api = self.shared.api.clone();
@@ -502,6 +503,11 @@ impl AllocatorService for AllocatorSvc {
                 } else {
                     api.run_result(op, None, &caller)
                 };
+                if let Some(a) = &result.allocation {
+                    // The memory.high throttle delays this stream's next result, as
+                    // the kernel delays the task's next step.
+                    super::throttle(cap, a.memory_high_delay_ms).await;
+                }
                 Ok(pb::SessionResponse {
                     id,
                     result: Some(result),

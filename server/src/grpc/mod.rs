@@ -28,9 +28,14 @@ impl Shared {
     /// Wait a reported `memory.high` throttle, up to the cap, without holding a
     /// worker thread (the kernel sleeps the task on its way back to user space).
     pub async fn throttle(&self, delay_ms: u64) {
-        if delay_ms > 0 && !self.throttle_cap.is_zero() {
-            tokio::time::sleep(Duration::from_millis(delay_ms).min(self.throttle_cap)).await;
-        }
+        throttle(self.throttle_cap, delay_ms).await
+    }
+}
+
+/// Sleep `delay_ms`, at most `cap` (nothing when either is zero).
+pub async fn throttle(cap: Duration, delay_ms: u64) {
+    if delay_ms > 0 && !cap.is_zero() {
+        tokio::time::sleep(Duration::from_millis(delay_ms).min(cap)).await;
     }
 }
 
