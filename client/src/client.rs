@@ -213,12 +213,17 @@ impl Client {
         if let Some(t) = self.timeout {
             r.set_timeout(t);
         }
+        self.authorize(&mut r);
+        r
+    }
+
+    /// Add the tenant's bearer token, if any.
+    pub(crate) fn authorize<T>(&self, r: &mut Request<T>) {
         if let Some(tok) = &self.token {
             if let Ok(v) = format!("Bearer {tok}").parse() {
                 r.metadata_mut().insert("authorization", v);
             }
         }
-        r
     }
 
     /// The raw generated allocator stub, for what the typed methods do not cover

@@ -323,7 +323,7 @@ impl Api {
         Ok(self.machine.ksize(addr)?)
     }
 
-    /// A cache named by id or name (a merged alias name finds the cache it joined).
+    /// A cache named by id or name.
     pub fn cache(&self, r: Option<&pb::CacheRef>) -> Result<CacheId, ApiError> {
         let not_found = |name: String| {
             ApiError::new("CACHE_NOT_FOUND", format!("no slab cache `{name}`")).detail(
@@ -334,22 +334,15 @@ impl Api {
             )
         };
         match r.and_then(|r| r.cache.as_ref()) {
-            Some(pb::cache_ref::Cache::Id(id)) => {
-                let id = u16::try_from(*id).map_err(|_| not_found(id.to_string()))?;
-                self.machine.cache_info(CacheId(id))?;
-                Ok(CacheId(id))
-            }
-            Some(pb::cache_ref::Cache::Name(n)) => {
-                if let Some(id) = self.machine.find_cache(n) {
-                    return Ok(id);
-                }
-                self.machine
-                    .caches_info()
-                    .iter()
-                    .find(|i| !i.destroyed && i.aliases.iter().any(|a| a == n))
-                    .and_then(|i| self.machine.find_cache(&i.name))
-                    .ok_or_else(|| not_found(n.clone()))
-            }
+            // An unknown id is reported by the operation itself (CACHE_NOT_FOUND).
+            Some(pb::cache_ref::Cache::Id(id)) => u16::try_from(*id)
+                .map(CacheId)
+                .map_err(|_| not_found(id.to_string())),
+            // find_cache knows aliases: a merged name finds the cache it joined.
+            Some(pb::cache_ref::Cache::Name(n)) => self
+                .machine
+                .find_cache(n)
+                .ok_or_else(|| not_found(n.clone())),
             None => Err(ApiError::bad(
                 "cache",
                 "BAD_REQUEST",

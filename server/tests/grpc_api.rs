@@ -104,6 +104,19 @@ async fn caches_vmalloc_kvmalloc_and_introspection() {
     c.cache_free("test_obj", o.addr).await.unwrap();
     c.shrink_cache("test_obj").await.unwrap();
     c.destroy_cache("test_obj").await.unwrap();
+    let gone = c
+        .cache_alloc("test_obj", false, &Opts::new())
+        .await
+        .unwrap_err();
+    assert_eq!(gone.reason(), Some("CACHE_NOT_FOUND"));
+    let e = c
+        .cache_alloc("4000", false, &Opts::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.reason()),
+        (Code::NotFound, Some("CACHE_NOT_FOUND"))
+    );
 
     let v = c
         .vmalloc(

@@ -13,42 +13,16 @@
 //! `KMEM_REQUIRE_PROMETHEUS=1` (as `scripts/prometheus-tests.sh` sets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kmem_allocator::ByteSize;
 use kmem_client::{Client, Opts};
 use kmem_server::config::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-fn find(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(bin))
-            .find(|f| f.is_file())
-    })
-}
-
-/// A GET over HTTP/1.0; returns the body of a 200 answer.
-async fn get(addr: &str, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("{path}: {head}\n{body}"));
-    }
-    Ok(body.to_string())
-}
+mod common;
+use common::{find, get};
 
 /// Family → (type, label names over all its samples).
 type Families = BTreeMap<String, (String, BTreeSet<String>)>;

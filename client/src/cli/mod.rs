@@ -39,20 +39,6 @@ impl Global {
         self.output == Output::Json
     }
 
-    /// A raw request with the deadline and token, for calls made through a stub.
-    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        if let Some(t) = self.timeout {
-            r.set_timeout(t);
-        }
-        if let Some(tok) = &self.token {
-            if let Ok(v) = format!("Bearer {tok}").parse() {
-                r.metadata_mut().insert("authorization", v);
-            }
-        }
-        r
-    }
-
     pub async fn connect(&self) -> Result<Client, Error> {
         let mut b = Client::builder(&self.addr);
         if let Some(t) = self.timeout {

@@ -251,17 +251,9 @@ pub async fn run(g: &Global, c: &Client, cmd: OpsCmd) -> Result<(), Error> {
             page_addr: addr,
             order,
         } => {
-            let mut stub = c.allocator_stub();
-            let r = pb::FreePagesRequest {
-                pfn: pfn.unwrap_or(0),
-                addr: addr.unwrap_or(0),
-                order,
-            };
             match pfn {
                 Some(p) => c.free_pages(p, order).await?,
-                None => {
-                    stub.free_pages(g.request(r)).await?;
-                }
+                None => c.free_pages_by_addr(addr.unwrap_or(0), order).await?,
             }
             let what = pfn.map(|p| format!("pfn {}", hex(p)));
             let what = what.unwrap_or_else(|| format!("addr {}", hex(addr.unwrap_or(0))));

@@ -301,11 +301,7 @@ impl Client {
         requests: impl tonic::IntoStreamingRequest<Message = pb::SessionRequest>,
     ) -> R<tonic::Streaming<pb::SessionResponse>> {
         let mut r = requests.into_streaming_request();
-        if let Some(tok) = &self.token {
-            if let Ok(v) = format!("Bearer {tok}").parse() {
-                r.metadata_mut().insert("authorization", v);
-            }
-        }
+        self.authorize(&mut r);
         Ok(self.alloc.clone().session(r).await?.into_inner())
     }
 }
