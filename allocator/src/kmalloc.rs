@@ -15,6 +15,7 @@ use crate::gfp::Gfp;
 use crate::machine::Machine;
 use crate::page::{Owner, PageKind, MAX_ORDER, PAGE_SIZE};
 use crate::slab::layout::get_order;
+use crate::slab::slub::{double_free, FastFree};
 use crate::slab::{
     phys_to_virt, CacheArgs, CacheId, SlabError, SlabFlags, PAGE_OFFSET, ZERO_SIZE_PTR,
 };
@@ -181,7 +182,47 @@ impl Machine {
     }
 
     /// `kmalloc(size, gfp)`.
+    #[inline]
     pub fn kmalloc(
+        &self,
+        size: u64,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<KmallocObj, SlabError> {
+        if let Some(o) = self.kmalloc_fast(size, gfp, ctx) {
+            return Ok(o);
+        }
+        self.kmalloc_general(size, gfp, ctx)
+    }
+
+    /// kmalloc's fast path: a size with a cache, flags that need no fix-up, zeroing or
+    /// charge, a non-debug cache and an object on the CPU's freelist. The scope is
+    /// irrelevant here: it only strips IO/FS/MOVABLE, which matter when a new slab is
+    /// allocated (the general path). Anything else takes the general path, which
+    /// checks everything in full.
+    #[inline]
+    fn kmalloc_fast(&self, size: u64, gfp: Gfp, ctx: &AllocContext) -> Option<KmallocObj> {
+        if gfp.0 & (SLAB_BUG_MASK | Gfp::ZERO.0 | Gfp::ACCOUNT.0) != 0 || self.cfg.init_on_alloc {
+            return None;
+        }
+        let k = kmalloc_class(size)?;
+        let id = self.kmalloc_caches[KmallocType::of(gfp) as usize][k];
+        let c = self.caches.get(id.0)?;
+        if !c.fast {
+            return None;
+        }
+        let cpu = self.fast_cpu(ctx)?;
+        let addr = Self::slab_alloc_fast(c, cpu)?;
+        Some(KmallocObj {
+            addr,
+            cache: Some(id),
+            ksize: c.ksize,
+            order: None,
+        })
+    }
+
+    #[inline(never)]
+    fn kmalloc_general(
         &self,
         size: u64,
         gfp: Gfp,
@@ -301,9 +342,58 @@ impl Machine {
         })
     }
 
+    /// kfree's fast path: an object start in the CPU's active slab of a non-debug
+    /// cache holding no charged objects. `None` for anything else (including every
+    /// error), which the general path then resolves and reports in full.
+    #[inline]
+    fn kfree_fast(&self, addr: u64, ctx: &AllocContext) -> Option<Result<(), SlabError>> {
+        let pfn = addr.checked_sub(PAGE_OFFSET)? / PAGE_SIZE;
+        if pfn >= self.pages().nr_pages() {
+            return None;
+        }
+        // The head page itself first (every order-0 slab), then the general search.
+        let w = self.pages().get(pfn);
+        let (head, w) = if w.kind() == PageKind::Alloc {
+            (pfn, w)
+        } else {
+            self.block_containing(pfn)?
+        };
+        let Owner::Slab(id) = w.owner() else {
+            return None;
+        };
+        if w.kind() != PageKind::Alloc {
+            return None;
+        }
+        let c = self.caches.get(id)?;
+        if !c.fast || c.has_objcg.load(Relaxed) {
+            return None;
+        }
+        let off = addr.checked_sub(c.obj_addr(head, 0))?;
+        let index = c.obj_index(off);
+        let size = c.layout.size as u64;
+        if index as u64 * size != off || off + size > PAGE_SIZE << w.order() {
+            return None;
+        }
+        let cpu = self.fast_cpu(ctx)?;
+        match Self::slab_free_fast(c, w.aux(), head, index, cpu) {
+            FastFree::Done => Some(Ok(())),
+            FastFree::DoubleFree => Some(Err(double_free(c, head, index))),
+            FastFree::Miss => None,
+        }
+    }
+
     /// `kfree`: NULL and ZERO_SIZE_PTR are no-ops; the cache or page order is found
     /// from the address.
+    #[inline]
     pub fn kfree(&self, addr: u64, ctx: &AllocContext) -> Result<(), SlabError> {
+        match self.kfree_fast(addr, ctx) {
+            Some(r) => r,
+            None => self.kfree_general(addr, ctx),
+        }
+    }
+
+    #[inline(never)]
+    fn kfree_general(&self, addr: u64, ctx: &AllocContext) -> Result<(), SlabError> {
         if addr == 0 || addr == ZERO_SIZE_PTR {
             return Ok(());
         }

@@ -679,6 +679,22 @@ impl Machine {
         self.mm.ev.snapshot()
     }
 
+    /// [`Machine::resolve_cpu`] for the fast paths: `None` for a CPU that does not
+    /// exist (the general path reports it).
+    #[inline]
+    pub(crate) fn fast_cpu(&self, ctx: &AllocContext) -> Option<usize> {
+        match ctx.cpu {
+            Some(c) if (c as usize) < self.cpus.len() => Some(c as usize),
+            Some(_) => None,
+            None => self.thread_cpu(),
+        }
+    }
+
+    #[inline(never)]
+    fn thread_cpu(&self) -> Option<usize> {
+        self.resolve_cpu(&AllocContext::default()).ok()
+    }
+
     /// The CPU a call runs on: the context's, else one fixed per host thread.
     pub(crate) fn resolve_cpu(&self, ctx: &AllocContext) -> Result<usize, AllocError> {
         let n = self.cpus.len();

@@ -14,7 +14,7 @@
 pub mod debug;
 pub mod layout;
 mod objects;
-mod slub;
+pub(crate) mod slub;
 
 pub use objects::CacheInfo;
 
@@ -32,6 +32,18 @@ use crate::page::{Pfn, MAX_CACHES, PAGE_SIZE};
 
 pub use layout::Layout;
 pub use slub::{CpuSlab, Slab, SlabState};
+
+const RECIPROCAL_SHIFT: u32 = 44;
+
+/// `reciprocal_value(size)` for [`KmemCache::obj_index`].
+fn reciprocal_size(size: u32) -> u64 {
+    (1u64 << RECIPROCAL_SHIFT).div_ceil(size as u64)
+}
+
+#[inline]
+fn reciprocal_index(off: u64, reciprocal: u64) -> u32 {
+    ((off * reciprocal) >> RECIPROCAL_SHIFT) as u32
+}
 
 /// `PAGE_OFFSET` with 4-level paging: the direct map's base.
 pub const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
@@ -258,6 +270,13 @@ pub struct KmemCache {
     /// frees of never-accounted caches off the lookup entirely).
     pub(crate) has_objcg: AtomicBool,
     pub(crate) dbg: Mutex<debug::DebugState>,
+    /// No debugging: allocations and frees may take the fast paths.
+    pub(crate) fast: bool,
+    /// `ksize` of every object (fixed by the flags).
+    pub(crate) ksize: u64,
+    /// `s->reciprocal_size`: ceil(2^44 / size), so an object index is a multiply and
+    /// a shift ([`KmemCache::obj_index`]).
+    pub(crate) reciprocal: u64,
 }
 
 /// A cache's identity as returned by `kmem_cache_create`.
@@ -534,6 +553,13 @@ impl Machine {
             stats: CacheStats::default(),
             has_objcg: AtomicBool::new(false),
             dbg: Mutex::new(debug::DebugState::default()),
+            fast: !debug,
+            ksize: 0,
+            reciprocal: reciprocal_size(lay.size),
+        };
+        let cache = KmemCache {
+            ksize: cache.slab_ksize(),
+            ..cache
         };
         if self.caches.table[id].set(Box::new(cache)).is_err() {
             unreachable!("cache ids are handed out under the order lock");
@@ -714,8 +740,48 @@ impl KmemCache {
             + self.layout.red_left_pad as u64
             + index as u64 * self.layout.size as u64
     }
+    /// `obj_to_index`: the slot holding byte `off` of a slab, without a division. With
+    /// m = ceil(2^44 / size) the error of `off * m / 2^44` is below `off / 2^44`, and
+    /// off * size < 2^44 (a slab and a slot are at most 4 MiB = 2^22), so the floor
+    /// is exact.
+    #[inline]
+    pub(crate) fn obj_index(&self, off: u64) -> u32 {
+        debug_assert!(off <= crate::kmalloc::KMALLOC_MAX_SIZE);
+        let i = reciprocal_index(off, self.reciprocal);
+        debug_assert_eq!(i as u64, off / self.layout.size as u64);
+        i
+    }
     /// `kmem_cache_size` / what `ksize` reports for this cache.
     pub fn object_size(&self) -> u32 {
         self.layout.object_size
+    }
+}
+
+#[cfg(test)]
+mod reciprocal_tests {
+    use super::*;
+
+    /// The multiply-shift index equals the division for every slot size up to 8 KiB
+    /// and some larger ones, at both ends of each slot, near the start and the end of
+    /// the largest (4 MiB) slab, where the error would show first.
+    #[test]
+    fn reciprocal_index_is_exact() {
+        let max = crate::kmalloc::KMALLOC_MAX_SIZE;
+        let sizes = (8..=8192u32)
+            .step_by(8)
+            .chain([12_345, 65_536, 1 << 20, 1 << 22]);
+        for size in sizes {
+            let r = reciprocal_size(size);
+            let n = max / size as u64;
+            for k in (0..n.min(64)).chain(n.saturating_sub(64)..n) {
+                for off in [k * size as u64, k * size as u64 + size as u64 - 1] {
+                    assert_eq!(
+                        reciprocal_index(off, r) as u64,
+                        off / size as u64,
+                        "size {size} off {off}"
+                    );
+                }
+            }
+        }
     }
 }

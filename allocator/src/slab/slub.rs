@@ -18,6 +18,24 @@ use crate::gfp::Gfp;
 use crate::machine::Machine;
 use crate::page::{Owner, PageKind, PageWord, Pfn, PAGE_SIZE};
 
+/// What [`Machine::slab_free_fast`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastFree {
+    Done,
+    DoubleFree,
+    /// Not the fast case: take the general path.
+    Miss,
+}
+
+/// The double-free error for an object (out of line: it allocates the name).
+#[cold]
+pub(crate) fn double_free(c: &KmemCache, slab_pfn: Pfn, index: u32) -> SlabError {
+    SlabError::DoubleFree {
+        cache: c.name.clone(),
+        addr: c.obj_addr(slab_pfn, index),
+    }
+}
+
 /// Where a slab is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlabState {
@@ -209,11 +227,9 @@ impl Machine {
         if off >= slab_bytes {
             return Err(invalid("in the slab's unused tail"));
         }
-        // A slab is at most 4 MiB, so 32-bit division (much cheaper than 64-bit, the
-        // reason the kernel keeps `reciprocal_size`) is exact.
         let size = c.layout.size;
-        let index = off as u32 / size;
-        if index >= slab_bytes as u32 / size {
+        let index = c.obj_index(off);
+        if (index as u64 + 1) * size as u64 > slab_bytes {
             return Err(invalid("in the slab's unused tail"));
         }
         Ok(ObjRef {
@@ -223,6 +239,46 @@ impl Machine {
             index,
             delta: (off as u32 - index * size) as u64,
         })
+    }
+
+    /// The allocation fast path (`slab_alloc_node`'s lockless case): pop the CPU's
+    /// freelist under the CPU's lock. `None` when it is empty; the caller then takes
+    /// [`Machine::slab_alloc`], which starts with the same step.
+    #[inline]
+    pub(crate) fn slab_alloc_fast(c: &KmemCache, cpu: usize) -> Option<u64> {
+        let mut cs = c.cpus[cpu].lock();
+        let i = cs.freelist.pop()?;
+        Slab::set(&mut cs.bits, i, false);
+        cs.alloc_fastpath += 1;
+        cs.alloc_total += 1;
+        Some(c.obj_addr(cs.active_pfn, i))
+    }
+
+    /// The free fast path (`do_slab_free`'s lockless case): the object belongs to the
+    /// CPU's active slab and no other CPU freed into that slab since it was taken, so
+    /// the CPU's bitmap alone says whether it is already free. [`FastFree::Miss`]
+    /// sends the caller to [`Machine::slab_free`], which decides with the slab table.
+    /// Scalars in, a byte out: no struct goes through memory on the hot path.
+    #[inline]
+    pub(crate) fn slab_free_fast(
+        c: &KmemCache,
+        slab: u32,
+        slab_pfn: Pfn,
+        index: u32,
+        cpu: usize,
+    ) -> FastFree {
+        let mut cs = c.cpus[cpu].lock();
+        if cs.active != Some(slab) || cs.active_pfn != slab_pfn || cs.remote > 0 {
+            return FastFree::Miss;
+        }
+        if Slab::bit(&cs.bits, index) {
+            return FastFree::DoubleFree;
+        }
+        Slab::set(&mut cs.bits, index, true);
+        cs.freelist.push(index);
+        cs.free_fastpath += 1;
+        cs.free_total += 1;
+        FastFree::Done
     }
 
     /// `slab_alloc_node`.
