@@ -490,20 +490,22 @@ impl Machine {
                 *expect.entry(cg.0).or_default() += a.pages.len() as u64 * PAGE_SIZE;
             }
         }
-        for shard in &self.objcgs {
-            for (&addr, cg) in shard.lock().iter() {
-                let o = self
-                    .obj_ref(addr)
-                    .map_err(|e| format!("charged object {addr:#x}: {e}"))?;
-                let c = self.caches.get(o.cache).expect("resolved");
+        for id in self.caches.ids() {
+            let c = self.caches.get(id).expect("listed");
+            let Some(x) = c.obj_exts.get() else { continue };
+            for (slab, index, cg) in x.records() {
+                let (pfn, live) = self.slab_object_state(c, slab, index);
+                if !live {
+                    return Err(format!(
+                        "{}: slab {slab} (pfn {pfn:?}) object {index} is charged to cgroup {} but not allocated",
+                        c.name, cg.0
+                    ));
+                }
                 *expect.entry(cg.0).or_default() += crate::memcg::obj_full_size(c.layout.size);
             }
         }
-        for st in &self.obj_stocks {
-            let st = st.lock();
-            if let Some(cg) = st.cg {
-                *expect.entry(cg.0).or_default() += st.bytes;
-            }
+        for (cg, bytes) in self.memcgs.obj_stock_bytes() {
+            *expect.entry(cg.0).or_default() += bytes;
         }
         let mut errs = Vec::new();
         // Every cgroup, removed ones included: a removed cgroup keeps the charges of

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::context::AllocContext;
 use crate::gfp::Gfp;
 use crate::machine::Machine;
+use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, MAX_ORDER, PAGE_SIZE};
 use crate::slab::layout::get_order;
 use crate::slab::slub::{double_free, FastFree};
@@ -189,20 +190,26 @@ impl Machine {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<KmallocObj, SlabError> {
-        if let Some(o) = self.kmalloc_fast(size, gfp, ctx) {
-            return Ok(o);
+        if let Some(r) = self.kmalloc_fast(size, gfp, ctx) {
+            return r;
         }
         self.kmalloc_general(size, gfp, ctx)
     }
 
-    /// kmalloc's fast path: a size with a cache, flags that need no fix-up, zeroing or
-    /// charge, a non-debug cache and an object on the CPU's freelist. The scope is
-    /// irrelevant here: it only strips IO/FS/MOVABLE, which matter when a new slab is
-    /// allocated (the general path). Anything else takes the general path, which
-    /// checks everything in full.
-    #[inline]
-    fn kmalloc_fast(&self, size: u64, gfp: Gfp, ctx: &AllocContext) -> Option<KmallocObj> {
-        if gfp.0 & (SLAB_BUG_MASK | Gfp::ZERO.0 | Gfp::ACCOUNT.0) != 0 || self.cfg.init_on_alloc {
+    /// kmalloc's fast path: a size with a cache, flags that need no fix-up or
+    /// zeroing, a non-debug cache and an object on the CPU's freelist; an accounted
+    /// object is charged through the CPU's object stock and recorded in its slab's
+    /// cgroup slots, as the general path does. The scope is irrelevant here: it only
+    /// strips IO/FS/MOVABLE, which matter when a new slab is allocated (the general
+    /// path). Anything else takes the general path, which checks everything in full.
+    #[inline(always)]
+    fn kmalloc_fast(
+        &self,
+        size: u64,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Option<Result<KmallocObj, SlabError>> {
+        if gfp.0 & (SLAB_BUG_MASK | Gfp::ZERO.0) != 0 || self.cfg.init_on_alloc {
             return None;
         }
         let k = kmalloc_class(size)?;
@@ -211,14 +218,24 @@ impl Machine {
         if !c.fast {
             return None;
         }
+        let charge_to = ctx.cgroup.filter(|&cg| {
+            cg != CgroupId::ROOT
+                && (gfp.contains(Gfp::ACCOUNT) || c.flags.contains(SlabFlags::ACCOUNT))
+        });
         let cpu = self.fast_cpu(ctx)?;
-        let addr = Self::slab_alloc_fast(c, cpu)?;
-        Some(KmallocObj {
+        let (addr, slab, index) = Self::slab_alloc_fast(c, cpu)?;
+        if let Some(cg) = charge_to {
+            if let Err(e) = self.charge_slab_obj(c, cpu, cg, slab, index, gfp, ctx) {
+                let _ = self.kmem_cache_free(id, addr, ctx);
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(KmallocObj {
             addr,
             cache: Some(id),
             ksize: c.ksize,
             order: None,
-        })
+        }))
     }
 
     #[inline(never)]
@@ -343,9 +360,9 @@ impl Machine {
     }
 
     /// kfree's fast path: an object start in the CPU's active slab of a non-debug
-    /// cache holding no charged objects. `None` for anything else (including every
+    /// cache (a charged object is uncharged as on the general path). `None` for anything else (including every
     /// error), which the general path then resolves and reports in full.
-    #[inline]
+    #[inline(always)]
     fn kfree_fast(&self, addr: u64, ctx: &AllocContext) -> Option<Result<(), SlabError>> {
         let pfn = addr.checked_sub(PAGE_OFFSET)? / PAGE_SIZE;
         if pfn >= self.pages().nr_pages() {
@@ -365,7 +382,7 @@ impl Machine {
             return None;
         }
         let c = self.caches.get(id)?;
-        if !c.fast || c.has_objcg.load(Relaxed) {
+        if !c.fast {
             return None;
         }
         let off = addr.checked_sub(c.obj_addr(head, 0))?;
@@ -376,7 +393,11 @@ impl Machine {
         }
         let cpu = self.fast_cpu(ctx)?;
         match Self::slab_free_fast(c, w.aux(), head, index, cpu) {
-            FastFree::Done => Some(Ok(())),
+            FastFree::Done(None) => Some(Ok(())),
+            FastFree::Done(Some(cg)) => {
+                self.memcg_slab_free(c, cg, ctx);
+                Some(Ok(()))
+            }
             FastFree::DoubleFree => Some(Err(double_free(c, head, index))),
             FastFree::Miss => None,
         }

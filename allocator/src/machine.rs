@@ -198,10 +198,8 @@ pub struct Machine {
     pub(crate) vmap: crate::vmalloc::Vmap,
     pub(crate) memcgs: crate::memcg::Memcgs,
     /// Per-CPU object stocks for byte-precise slab charging.
-    pub(crate) obj_stocks: Vec<crate::pcp::SpinLock<crate::memcg::ObjStock>>,
     /// The cgroup each accounted slab object was charged to, by address (the
     /// kernel's `slabobj_ext`), sharded.
-    pub(crate) objcgs: Vec<Mutex<rustc_hash::FxHashMap<u64, crate::memcg::CgroupId>>>,
     pub(crate) vstats: crate::vmalloc::VmallocStats,
 }
 
@@ -296,8 +294,6 @@ impl Machine {
             kmalloc_fixups: AtomicU64::new(0),
             vmap: Mutex::new(crate::vmalloc::VmapState::new()),
             memcgs: crate::memcg::Memcgs::new(cfg_cpus),
-            obj_stocks: (0..cfg_cpus).map(|_| Default::default()).collect(),
-            objcgs: (0..64).map(|_| Mutex::new(Default::default())).collect(),
             vstats: Default::default(),
             layout,
         };
@@ -665,9 +661,7 @@ impl Machine {
 
     /// Drain every CPU's object stock and page stock back to their cgroups.
     pub fn drain_memcg_stocks(&self) {
-        for (cpu, st) in self.obj_stocks.iter().enumerate() {
-            self.memcgs.drain_stock(&mut st.lock(), cpu);
-        }
+        self.memcgs.drain_obj_stocks();
         self.memcgs.drain_stocks();
     }
 

@@ -45,6 +45,9 @@ use crate::gfp::Gfp;
 use crate::page::PAGE_SIZE;
 use crate::units::ByteSize;
 
+mod objcg;
+pub use objcg::{obj_full_size, ObjStock};
+
 /// `PAGE_COUNTER_MAX` (pages): "max".
 pub const COUNTER_MAX: u64 = i64::MAX as u64 / PAGE_SIZE;
 /// Most cgroups a machine can have had (ids are not reused).
@@ -77,6 +80,15 @@ pub enum StatItem {
     SlabUnreclaimable = 3,
 }
 const NR_STAT: usize = 4;
+
+impl StatItem {
+    pub const ALL: [StatItem; NR_STAT] = [
+        StatItem::Kernel,
+        StatItem::Vmalloc,
+        StatItem::SlabReclaimable,
+        StatItem::SlabUnreclaimable,
+    ];
+}
 
 /// A cgroup id (the root is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -229,6 +241,9 @@ pub struct Memcgs {
     next_id: std::sync::atomic::AtomicUsize,
     /// Per-CPU page stocks (`memcg_stock`): pages charged ahead to one cgroup.
     stocks: Vec<crate::pcp::SpinLock<PageStock>>,
+    /// Per-CPU object stocks (`obj_stock_pcp`): bytes charged ahead to one cgroup,
+    /// and that cgroup's slab stat updates not yet applied.
+    obj_stocks: Vec<crate::pcp::SpinLock<ObjStock>>,
 }
 
 /// A CPU's page stock.
@@ -301,6 +316,7 @@ impl Memcgs {
             by_path: RwLock::new(by_path),
             next_id: std::sync::atomic::AtomicUsize::new(1),
             stocks: (0..cpus.max(1)).map(|_| Default::default()).collect(),
+            obj_stocks: (0..cpus.max(1)).map(|_| Default::default()).collect(),
         }
     }
 
@@ -358,6 +374,8 @@ impl Memcgs {
         }
         let id = self.lookup(path)?;
         let prefix = format!("{path}/");
+        // Pending slab stat updates first, so the move below carries them.
+        self.flush_obj_stats();
         let mut by_path = self.by_path.write();
         if by_path.keys().any(|k| k.starts_with(&prefix)) {
             return Err(MemcgError::Busy(path.to_string()));
@@ -712,6 +730,7 @@ impl Memcgs {
         } else {
             format!("{}/", cg.path)
         };
+        self.flush_obj_stats();
         let mut sums = [0u64; NR_STAT];
         for c in self.table.iter().map_while(|slot| slot.get()) {
             if c.id == cg.id || (c.path.starts_with(&prefix) && !c.removed.load(Acquire)) {
@@ -939,91 +958,5 @@ mod tests {
                 .contains("\nkernel 819200\n"),
             "stat is hierarchical"
         );
-    }
-}
-
-/// A CPU's object stock (`struct obj_stock_pcp`): bytes already charged, in whole
-/// pages, to one cgroup and not yet used by objects.
-#[derive(Debug, Default)]
-pub struct ObjStock {
-    pub cg: Option<CgroupId>,
-    pub bytes: u64,
-}
-
-/// `obj_full_size`: what one slab object costs its cgroup (the slot plus the pointer
-/// to its object cgroup).
-pub fn obj_full_size(slot: u32) -> u64 {
-    slot as u64 + 8
-}
-
-impl Memcgs {
-    /// Give a stock's bytes back to its cgroup: whole pages are uncharged, the rest is
-    /// carried by the cgroup for its next charge.
-    pub(crate) fn drain_stock(&self, stock: &mut ObjStock, cpu: usize) {
-        if let Some(old) = stock.cg.take() {
-            if let Some(cg) = self.get(old) {
-                let total = cg.carry.swap(0, Relaxed) + stock.bytes;
-                self.uncharge_pages(old, total / PAGE_SIZE, cpu);
-                cg.carry.fetch_add(total % PAGE_SIZE, Relaxed);
-            }
-        }
-        stock.bytes = 0;
-    }
-
-    /// `obj_cgroup_charge`: charge `bytes` of an object, byte-precisely, through the
-    /// CPU's stock; pages are charged as the stock runs dry.
-    #[allow(clippy::too_many_arguments)]
-    pub fn charge_obj(
-        &self,
-        stock: &mut ObjStock,
-        id: CgroupId,
-        bytes: u64,
-        item: StatItem,
-        gfp: Gfp,
-        ctx: &AllocContext,
-        cpu: usize,
-    ) -> Result<Charged, MemcgError> {
-        if stock.cg != Some(id) {
-            self.drain_stock(stock, cpu);
-            stock.cg = Some(id);
-            stock.bytes = self.get(id).map_or(0, |c| c.carry.swap(0, Relaxed));
-        }
-        let mut charged = Charged::default();
-        if stock.bytes < bytes {
-            let pages = (bytes - stock.bytes).div_ceil(PAGE_SIZE);
-            charged = self.try_charge(id, pages, gfp, ctx, cpu)?;
-            stock.bytes += pages * PAGE_SIZE;
-        }
-        stock.bytes -= bytes;
-        self.mod_stat(id, item, bytes as i64);
-        Ok(charged)
-    }
-
-    /// `obj_cgroup_uncharge`: the bytes go back to the stock (or the cgroup's carry);
-    /// whole pages beyond a page of stock are uncharged.
-    pub fn uncharge_obj(
-        &self,
-        stock: &mut ObjStock,
-        id: CgroupId,
-        bytes: u64,
-        item: StatItem,
-        cpu: usize,
-    ) {
-        self.mod_stat(id, item, -(bytes as i64));
-        if stock.cg == Some(id) {
-            stock.bytes += bytes;
-            if stock.bytes > PAGE_SIZE {
-                let pages = stock.bytes / PAGE_SIZE;
-                self.uncharge_pages(id, pages, cpu);
-                stock.bytes -= pages * PAGE_SIZE;
-            }
-        } else if let Some(cg) = self.get(id) {
-            let total = cg.carry.fetch_add(bytes, Relaxed) + bytes;
-            if total >= PAGE_SIZE {
-                let take = cg.carry.swap(0, Relaxed);
-                self.uncharge_pages(id, take / PAGE_SIZE, cpu);
-                cg.carry.fetch_add(take % PAGE_SIZE, Relaxed);
-            }
-        }
     }
 }

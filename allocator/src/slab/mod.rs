@@ -13,6 +13,7 @@
 
 pub mod debug;
 pub mod layout;
+mod obj_exts;
 mod objects;
 pub(crate) mod slub;
 
@@ -265,10 +266,9 @@ pub struct KmemCache {
     /// Slabs, node partial lists (the kernel's `n->list_lock`).
     pub(crate) slabs: Mutex<slub::SlabTable>,
     pub stats: CacheStats,
-    /// Some object of this cache was charged to a cgroup: only then does a free look
-    /// up the object's cgroup (the kernel's `slab_obj_exts` is per slab; this keeps
-    /// frees of never-accounted caches off the lookup entirely).
-    pub(crate) has_objcg: AtomicBool,
+    /// Which cgroup each charged object belongs to, made when the cache's first object
+    /// is charged (so frees of never-charged caches skip the lookup entirely).
+    pub(crate) obj_exts: OnceLock<obj_exts::ObjExts>,
     pub(crate) dbg: Mutex<debug::DebugState>,
     /// No debugging: allocations and frees may take the fast paths.
     pub(crate) fast: bool,
@@ -551,7 +551,7 @@ impl Machine {
             cpus,
             slabs: Mutex::new(slub::SlabTable::new(self.nr_nodes())),
             stats: CacheStats::default(),
-            has_objcg: AtomicBool::new(false),
+            obj_exts: OnceLock::new(),
             dbg: Mutex::new(debug::DebugState::default()),
             fast: !debug,
             ksize: 0,

@@ -10,6 +10,7 @@ use super::{CacheId, KmemCache, SlabError, SlabFlags, PAGE_OFFSET};
 use crate::context::AllocContext;
 use crate::gfp::Gfp;
 use crate::machine::Machine;
+use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, PAGE_SIZE};
 
 impl KmemCache {
@@ -72,46 +73,52 @@ impl Machine {
             return Ok(());
         }
         let cpu = self.resolve_cpu(ctx)?;
-        let item = slab_item(c);
+        let o = self
+            .obj_ref(addr)
+            .expect("a just allocated object resolves");
+        self.charge_slab_obj(c, cpu, cg, o.slab, o.index, gfp, ctx)
+    }
+
+    /// Charge one object of `c` to `cg` (`obj_full_size` bytes through the CPU's
+    /// object stock) and record the owner in the slab's cgroup slots.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn charge_slab_obj(
+        &self,
+        c: &KmemCache,
+        cpu: usize,
+        cg: CgroupId,
+        slab: u32,
+        index: u32,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<(), SlabError> {
         let bytes = crate::memcg::obj_full_size(c.layout.size);
         self.memcgs
-            .charge_obj(
-                &mut self.obj_stocks[cpu].lock(),
-                cg,
-                bytes,
-                item,
-                gfp,
-                ctx,
-                cpu,
-            )
+            .charge_obj(cpu, cg, bytes, slab_item(c), gfp, ctx)
             .map_err(|e| SlabError::NoMemory(e.into()))?;
-        if !c.has_objcg.load(Relaxed) {
-            c.has_objcg.store(true, Relaxed);
-        }
-        self.objcgs[(addr as usize >> 3) % 64]
-            .lock()
-            .insert(addr, cg);
+        self.obj_exts(c).set(slab, index, cg);
         Ok(())
     }
 
-    /// `memcg_slab_free_hook`.
+    /// The cache's cgroup records, made on first use.
+    pub(crate) fn obj_exts<'c>(&self, c: &'c KmemCache) -> &'c super::obj_exts::ObjExts {
+        c.obj_exts.get_or_init(|| {
+            let min_order = c.layout.min_order.min(c.layout.order);
+            super::obj_exts::ObjExts::new(
+                self.pages().nr_pages() >> min_order,
+                c.layout.objects.max(c.layout.min_objects),
+            )
+        })
+    }
+
+    /// `memcg_slab_free_hook`: uncharge what a freed object was charged (its record
+    /// was taken when the free was admitted).
     #[inline]
-    fn memcg_slab_free(&self, c: &KmemCache, addr: u64, ctx: &AllocContext) {
-        if !c.has_objcg.load(Relaxed) {
-            return;
-        }
-        let Some(cg) = self.objcgs[(addr as usize >> 3) % 64].lock().remove(&addr) else {
-            return;
-        };
+    pub(crate) fn memcg_slab_free(&self, c: &KmemCache, cg: CgroupId, ctx: &AllocContext) {
         let cpu = self.resolve_cpu(ctx).unwrap_or(0);
         let bytes = crate::memcg::obj_full_size(c.layout.size);
-        self.memcgs.uncharge_obj(
-            &mut self.obj_stocks[cpu].lock(),
-            cg,
-            bytes,
-            slab_item(c),
-            cpu,
-        );
+        self.memcgs.uncharge_obj(cpu, cg, bytes, slab_item(c));
     }
 
     /// `kmem_cache_alloc_node`.
@@ -263,8 +270,9 @@ impl Machine {
             self.debug_on_free(c, addr)?;
             self.debug_after_free(c, addr, ctx);
         }
-        self.slab_free(c, o, ctx)?;
-        self.memcg_slab_free(c, addr, ctx);
+        if let Some(cg) = self.slab_free(c, o, ctx)? {
+            self.memcg_slab_free(c, cg, ctx);
+        }
         if self.cfg.init_on_free && !c.flags.contains(SlabFlags::POISON) {
             self.zero_virt(addr, c.layout.object_size as u64);
         }

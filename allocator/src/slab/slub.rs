@@ -16,15 +16,24 @@ use super::{KmemCache, ObjRef, SlabError, SlabFlags, PAGE_OFFSET};
 use crate::context::AllocContext;
 use crate::gfp::Gfp;
 use crate::machine::Machine;
+use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, PageWord, Pfn, PAGE_SIZE};
 
 /// What [`Machine::slab_free_fast`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastFree {
-    Done,
+    /// Freed; the cgroup it was charged to, if any, is to be uncharged.
+    Done(Option<CgroupId>),
     DoubleFree,
     /// Not the fast case: take the general path.
     Miss,
+}
+
+/// Take the cgroup record of an object whose free was just admitted, before the
+/// object can be allocated again (callers hold the lock that admitted it).
+#[inline]
+fn take_objcg(c: &KmemCache, slab: u32, index: u32) -> Option<CgroupId> {
+    c.obj_exts.get()?.take(slab, index)
 }
 
 /// The double-free error for an object (out of line: it allocates the name).
@@ -244,14 +253,18 @@ impl Machine {
     /// The allocation fast path (`slab_alloc_node`'s lockless case): pop the CPU's
     /// freelist under the CPU's lock. `None` when it is empty; the caller then takes
     /// [`Machine::slab_alloc`], which starts with the same step.
-    #[inline]
-    pub(crate) fn slab_alloc_fast(c: &KmemCache, cpu: usize) -> Option<u64> {
+    /// Returns the address, slab id and object index.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_fast(c: &KmemCache, cpu: usize) -> Option<(u64, u32, u32)> {
         let mut cs = c.cpus[cpu].lock();
         let i = cs.freelist.pop()?;
         Slab::set(&mut cs.bits, i, false);
         cs.alloc_fastpath += 1;
         cs.alloc_total += 1;
-        Some(c.obj_addr(cs.active_pfn, i))
+        let slab = cs
+            .active
+            .expect("a CPU with free objects has an active slab");
+        Some((c.obj_addr(cs.active_pfn, i), slab, i))
     }
 
     /// The free fast path (`do_slab_free`'s lockless case): the object belongs to the
@@ -259,7 +272,7 @@ impl Machine {
     /// the CPU's bitmap alone says whether it is already free. [`FastFree::Miss`]
     /// sends the caller to [`Machine::slab_free`], which decides with the slab table.
     /// Scalars in, a byte out: no struct goes through memory on the hot path.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slab_free_fast(
         c: &KmemCache,
         slab: u32,
@@ -274,11 +287,12 @@ impl Machine {
         if Slab::bit(&cs.bits, index) {
             return FastFree::DoubleFree;
         }
+        let cg = take_objcg(c, slab, index);
         Slab::set(&mut cs.bits, index, true);
         cs.freelist.push(index);
         cs.free_fastpath += 1;
         cs.free_total += 1;
-        FastFree::Done
+        FastFree::Done(cg)
     }
 
     /// `slab_alloc_node`.
@@ -467,7 +481,7 @@ impl Machine {
         c: &KmemCache,
         o: ObjRef,
         ctx: &AllocContext,
-    ) -> Result<(), SlabError> {
+    ) -> Result<Option<CgroupId>, SlabError> {
         let cpu = self.resolve_cpu(ctx)?;
         let addr = c.obj_addr(o.slab_pfn, o.index);
         {
@@ -479,11 +493,12 @@ impl Machine {
                         addr,
                     });
                 }
+                let cg = take_objcg(c, o.slab, o.index);
                 Slab::set(&mut cs.bits, o.index, true);
                 cs.freelist.push(o.index);
                 cs.free_fastpath += 1;
                 cs.free_total += 1;
-                return Ok(());
+                return Ok(cg);
             }
         }
         c.stats.free_slowpath.fetch_add(1, Relaxed);
@@ -508,6 +523,8 @@ impl Machine {
                     addr,
                 });
             }
+            let cg = take_objcg(c, o.slab, o.index);
+            let s = t.slab(o.slab);
             s.free.push(o.index);
             Slab::set(&mut s.free_bits, o.index, true);
             cs.free_total += 1;
@@ -543,7 +560,7 @@ impl Machine {
                 }
                 _ => {}
             }
-            return Ok(());
+            return Ok(cg);
         }
     }
 
@@ -563,6 +580,31 @@ impl Machine {
             return t.slab(o.slab).is_free(o.index)
                 || (cs.active == Some(o.slab) && Slab::bit(&cs.bits, o.index));
         }
+    }
+
+    /// For the invariant checker: slab `slab`'s first pfn, and whether its object
+    /// `index` is allocated (false for a slab id not in use).
+    pub(crate) fn slab_object_state(
+        &self,
+        c: &KmemCache,
+        slab: u32,
+        index: u32,
+    ) -> (Option<Pfn>, bool) {
+        let (pfn, objects) = {
+            let t = c.slabs.lock();
+            match t.slabs.get(slab as usize).and_then(|s| s.as_ref()) {
+                Some(s) => (s.pfn, s.objects),
+                None => return (None, false),
+            }
+        };
+        let o = ObjRef {
+            cache: c.id,
+            slab,
+            slab_pfn: pfn,
+            index,
+            delta: 0,
+        };
+        (Some(pfn), index < objects && !self.object_is_free(c, o))
     }
 
     fn slab_has_free(&self, c: &KmemCache, o: ObjRef) -> bool {

@@ -1,0 +1,151 @@
+//! Object cgroups: byte-precise charging of slab objects (mm/memcontrol.c,
+//! `obj_cgroup_charge` / `obj_cgroup_uncharge` / `__account_obj_stock`).
+//!
+//! Modelled rules: each CPU keeps one object stock, bytes already charged (in whole
+//! pages) to one cgroup; a charge takes from it and charges more pages when it runs
+//! dry; an uncharge gives bytes back and uncharges whole pages once more than a page
+//! is stocked. Switching the stock to another cgroup drains it: whole pages are
+//! uncharged and the sub-page rest is carried by the cgroup (`nr_charged_bytes`).
+//! The stock also batches the cgroup's `slab_reclaimable_b` / `slab_unreclaimable_b`
+//! updates and applies them once more than a page has accumulated, when the stock
+//! changes hands, or before anyone reads `memory.stat` (the kernel's rstat flush on
+//! read) — so reads are exact while each charge costs no shared write.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{CgroupId, Charged, MemcgError, Memcgs, StatItem, NR_STAT};
+use crate::context::AllocContext;
+use crate::gfp::Gfp;
+use crate::page::PAGE_SIZE;
+
+/// A CPU's object stock (`struct obj_stock_pcp`).
+#[derive(Debug, Default)]
+pub struct ObjStock {
+    pub cg: Option<CgroupId>,
+    /// Bytes charged to `cg` and not used by objects.
+    pub bytes: u64,
+    /// `cg`'s stat updates not yet applied, per item, in bytes.
+    pending: [i64; NR_STAT],
+}
+
+/// `obj_full_size`: what one slab object costs its cgroup (the slot plus the pointer
+/// to its object cgroup).
+pub fn obj_full_size(slot: u32) -> u64 {
+    slot as u64 + 8
+}
+
+impl Memcgs {
+    /// Apply a stock's pending stat updates to its cgroup.
+    fn flush_pending(&self, stock: &mut ObjStock) {
+        if let Some(id) = stock.cg {
+            for (item, p) in StatItem::ALL.into_iter().zip(stock.pending.iter_mut()) {
+                if *p != 0 {
+                    self.mod_stat(id, item, std::mem::take(p));
+                }
+            }
+        }
+    }
+
+    /// Account a stat update through the stock (`__account_obj_stock`).
+    #[inline]
+    fn account_stock(&self, stock: &mut ObjStock, item: StatItem, delta: i64) {
+        let p = &mut stock.pending[item as usize];
+        *p += delta;
+        if p.unsigned_abs() > PAGE_SIZE {
+            let id = stock.cg.expect("a stock with pending updates has a cgroup");
+            self.mod_stat(id, item, std::mem::take(p));
+        }
+    }
+
+    /// Give a stock's bytes back to its cgroup: whole pages are uncharged, the rest is
+    /// carried by the cgroup for its next charge.
+    fn drain_stock(&self, stock: &mut ObjStock, cpu: usize) {
+        self.flush_pending(stock);
+        if let Some(old) = stock.cg.take() {
+            if let Some(cg) = self.get(old) {
+                let total = cg.carry.swap(0, Relaxed) + stock.bytes;
+                self.uncharge_pages(old, total / PAGE_SIZE, cpu);
+                cg.carry.fetch_add(total % PAGE_SIZE, Relaxed);
+            }
+        }
+        stock.bytes = 0;
+    }
+
+    /// Drain every CPU's object stock (`drain_all_stock`'s object part).
+    pub fn drain_obj_stocks(&self) {
+        for (cpu, st) in self.obj_stocks.iter().enumerate() {
+            self.drain_stock(&mut st.lock(), cpu);
+        }
+    }
+
+    /// Apply every CPU's pending stat updates (before `memory.stat` is read).
+    pub fn flush_obj_stats(&self) {
+        for st in &self.obj_stocks {
+            self.flush_pending(&mut st.lock());
+        }
+    }
+
+    /// Bytes stocked per cgroup, for the invariant checker.
+    pub(crate) fn obj_stock_bytes(&self) -> Vec<(CgroupId, u64)> {
+        self.obj_stocks
+            .iter()
+            .filter_map(|st| {
+                let st = st.lock();
+                st.cg.map(|cg| (cg, st.bytes))
+            })
+            .collect()
+    }
+
+    /// `obj_cgroup_charge`: charge `bytes` of an object to `id`, byte-precisely,
+    /// through CPU `cpu`'s stock; pages are charged as the stock runs dry.
+    pub fn charge_obj(
+        &self,
+        cpu: usize,
+        id: CgroupId,
+        bytes: u64,
+        item: StatItem,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<Charged, MemcgError> {
+        let stock = &mut *self.obj_stocks[cpu % self.obj_stocks.len()].lock();
+        if stock.cg != Some(id) {
+            self.drain_stock(stock, cpu);
+            stock.cg = Some(id);
+            stock.bytes = self.get(id).map_or(0, |c| c.carry.swap(0, Relaxed));
+        }
+        let mut charged = Charged::default();
+        if stock.bytes < bytes {
+            let pages = (bytes - stock.bytes).div_ceil(PAGE_SIZE);
+            charged = self.try_charge(id, pages, gfp, ctx, cpu)?;
+            stock.bytes += pages * PAGE_SIZE;
+        }
+        stock.bytes -= bytes;
+        self.account_stock(stock, item, bytes as i64);
+        Ok(charged)
+    }
+
+    /// `obj_cgroup_uncharge`: the bytes go back to the stock (or the cgroup's carry);
+    /// whole pages beyond a page of stock are uncharged.
+    pub fn uncharge_obj(&self, cpu: usize, id: CgroupId, bytes: u64, item: StatItem) {
+        let stock = &mut *self.obj_stocks[cpu % self.obj_stocks.len()].lock();
+        if stock.cg == Some(id) {
+            self.account_stock(stock, item, -(bytes as i64));
+            stock.bytes += bytes;
+            if stock.bytes > PAGE_SIZE {
+                let pages = stock.bytes / PAGE_SIZE;
+                self.uncharge_pages(id, pages, cpu);
+                stock.bytes -= pages * PAGE_SIZE;
+            }
+        } else {
+            self.mod_stat(id, item, -(bytes as i64));
+            if let Some(cg) = self.get(id) {
+                let total = cg.carry.fetch_add(bytes, Relaxed) + bytes;
+                if total >= PAGE_SIZE {
+                    let take = cg.carry.swap(0, Relaxed);
+                    self.uncharge_pages(id, take / PAGE_SIZE, cpu);
+                    cg.carry.fetch_add(take % PAGE_SIZE, Relaxed);
+                }
+            }
+        }
+    }
+}
