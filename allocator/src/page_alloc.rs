@@ -369,6 +369,7 @@ struct Request<'a> {
 
 impl Request<'_> {
     /// The block handed to the caller.
+    #[inline(always)]
     fn block(&self, zone: &Zone, pfn: Pfn, pfmemalloc: bool) -> PageBlock {
         PageBlock {
             pfn,
@@ -450,8 +451,12 @@ impl Machine {
         // passes its low watermark and the CPU's pcp list has a block. This is exactly
         // the first step `get_page_from_freelist` would take.
         if let Some(&zi) = first {
-            if let Some(b) = self.pcp_fast(&self.zones[zi], &req, flags) {
-                return self.charge_page(b, ctx);
+            let zone = &self.zones[zi];
+            if let Some(pfn) = self.pcp_fast(zone, &req, flags) {
+                // Built here, straight into the result: a block built in a callee and
+                // copied would be reloaded with wider loads than its field stores,
+                // which stalls store forwarding.
+                return self.charge_page(req.block(zone, pfn, false), ctx);
             }
         }
         let mut refusals = Vec::new();
@@ -469,8 +474,8 @@ impl Machine {
     /// preferred zone passes its low watermark and serves the block from the CPU's pcp
     /// list (no refill here) or, for orders the pcp does not cache, from the buddy
     /// lists directly.
-    #[inline]
-    fn pcp_fast(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<PageBlock> {
+    #[inline(always)]
+    fn pcp_fast(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<Pfn> {
         if req.gfp.intersects(Gfp(Gfp::ZERO.0 | Gfp::COMP.0)) || self.cfg.init_on_alloc {
             return None;
         }
@@ -503,20 +508,30 @@ impl Machine {
             p
         };
         self.wake_if_boosted(zone, flags);
-        Some(req.block(zone, pfn, false))
+        Some(pfn)
     }
 
     /// `__memcg_kmem_charge_page`: charge an `__GFP_ACCOUNT` block to the context's
     /// cgroup (never the root) and record the owner in the head word, so the free
     /// uncharges that cgroup whoever frees it; a failed charge frees the block.
     #[inline]
+    #[inline(always)]
     fn charge_page(&self, b: PageBlock, ctx: &AllocContext) -> Result<PageBlock, AllocError> {
-        let Some(cg) = ctx.cgroup.filter(|c| *c != crate::memcg::CgroupId::ROOT) else {
-            return Ok(b);
-        };
-        if !b.gfp.contains(Gfp::ACCOUNT) {
-            return Ok(b);
+        match ctx.cgroup {
+            Some(cg) if cg != crate::memcg::CgroupId::ROOT && b.gfp.contains(Gfp::ACCOUNT) => {
+                self.charge_page_to(b, cg, ctx)
+            }
+            _ => Ok(b),
         }
+    }
+
+    #[inline(never)]
+    fn charge_page_to(
+        &self,
+        b: PageBlock,
+        cg: crate::memcg::CgroupId,
+        ctx: &AllocContext,
+    ) -> Result<PageBlock, AllocError> {
         let cpu = self.resolve_cpu(ctx)?;
         match self.memcgs.charge(
             cg,
@@ -986,7 +1001,23 @@ impl Machine {
 
     /// Validate a free and move the head word to `Freeing` (atomically, so two racing
     /// frees of one block cannot both succeed).
+    #[inline(always)]
     pub(crate) fn claim_for_free(&self, pfn: Pfn, order: u8) -> Result<PageWord, FreeError> {
+        let pages = self.pages();
+        let w = pages.get(pfn);
+        if w.kind() == PageKind::Alloc
+            && w.order() == order
+            && pages.cas(pfn, w, w.with_kind(PageKind::Freeing)).is_ok()
+        {
+            return Ok(w);
+        }
+        self.claim_for_free_slow(pfn, order)
+    }
+
+    /// [`Machine::claim_for_free`] when the first attempt did not claim: a race to
+    /// retry, or a bad free to report.
+    #[inline(never)]
+    fn claim_for_free_slow(&self, pfn: Pfn, order: u8) -> Result<PageWord, FreeError> {
         let pages = self.pages();
         let mut w = pages.get(pfn);
         loop {
