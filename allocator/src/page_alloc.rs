@@ -514,7 +514,6 @@ impl Machine {
     /// `__memcg_kmem_charge_page`: charge an `__GFP_ACCOUNT` block to the context's
     /// cgroup (never the root) and record the owner in the head word, so the free
     /// uncharges that cgroup whoever frees it; a failed charge frees the block.
-    #[inline]
     #[inline(always)]
     fn charge_page(&self, b: PageBlock, ctx: &AllocContext) -> Result<PageBlock, AllocError> {
         match ctx.cgroup {
