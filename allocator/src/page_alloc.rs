@@ -383,6 +383,31 @@ impl Request<'_> {
     }
 }
 
+/// A block taken by `get_page_from_freelist`, packed into one register (pfn, zone
+/// index, pfmemalloc): returning a [`PageBlock`] through memory and copying it made
+/// the caller reload its small fields with wide loads, which stalls store forwarding
+/// on the hot path.
+#[derive(Clone, Copy)]
+struct Got(std::num::NonZeroU64);
+
+impl Got {
+    const ZONE_BITS: u32 = 15;
+    fn new(pfn: Pfn, zone: usize, pfmemalloc: bool) -> Got {
+        debug_assert!(zone < 1 << Self::ZONE_BITS && pfn < 1 << 47);
+        let v = (pfn << (Self::ZONE_BITS + 1)) | ((zone as u64) << 1) | pfmemalloc as u64;
+        Got(std::num::NonZeroU64::new(v | 1 << 63).expect("top bit set"))
+    }
+    fn pfn(self) -> Pfn {
+        (self.0.get() & !(1 << 63)) >> (Self::ZONE_BITS + 1)
+    }
+    fn zone(self) -> usize {
+        ((self.0.get() >> 1) & ((1 << Self::ZONE_BITS) - 1)) as usize
+    }
+    fn pfmemalloc(self) -> bool {
+        self.0.get() & 1 != 0
+    }
+}
+
 /// `MAX_RECLAIM_RETRIES`.
 const MAX_RECLAIM_RETRIES: u32 = 16;
 
@@ -460,11 +485,11 @@ impl Machine {
             }
         }
         let mut refusals = Vec::new();
-        let got = match self.get_page_from_freelist(&req, flags, &mut refusals) {
-            Some(b) => Ok(b),
-            None => self.slowpath(&req, refusals),
-        };
-        match got {
+        if let Some(g) = self.take_from_freelist(&req, flags, &mut refusals) {
+            let b = req.block(&self.zones[g.zone()], g.pfn(), g.pfmemalloc());
+            return self.charge_page(b, ctx);
+        }
+        match self.slowpath(&req, refusals) {
             Ok(b) => self.charge_page(b, ctx),
             e => e,
         }
@@ -518,35 +543,40 @@ impl Machine {
     fn charge_page(&self, b: PageBlock, ctx: &AllocContext) -> Result<PageBlock, AllocError> {
         match ctx.cgroup {
             Some(cg) if cg != crate::memcg::CgroupId::ROOT && b.gfp.contains(Gfp::ACCOUNT) => {
-                self.charge_page_to(b, cg, ctx)
+                // Scalars only: `b` itself goes nowhere but into the result, so it is
+                // built there directly.
+                self.charge_block(b.pfn, b.order, b.gfp, cg, ctx)?;
+                Ok(b)
             }
             _ => Ok(b),
         }
     }
 
     #[inline(never)]
-    fn charge_page_to(
+    fn charge_block(
         &self,
-        b: PageBlock,
+        pfn: Pfn,
+        order: u8,
+        gfp: Gfp,
         cg: crate::memcg::CgroupId,
         ctx: &AllocContext,
-    ) -> Result<PageBlock, AllocError> {
+    ) -> Result<(), AllocError> {
         let cpu = self.resolve_cpu(ctx)?;
         match self.memcgs.charge(
             cg,
-            1 << b.order,
+            1 << order,
             crate::memcg::StatItem::Kernel,
-            b.gfp,
+            gfp,
             ctx,
             cpu,
         ) {
             Ok(_) => {
-                let w = self.pages().get(b.pfn);
-                self.pages().set(b.pfn, w.with_aux(cg.0 as u32 + 1));
-                Ok(b)
+                let w = self.pages().get(pfn);
+                self.pages().set(pfn, w.with_aux(cg.0 as u32 + 1));
+                Ok(())
             }
             Err(e) => {
-                let _ = self.free_pages_on(b.pfn, b.order, ctx);
+                let _ = self.free_pages_on(pfn, order, ctx);
                 Err(AllocError::Memcg(e))
             }
         }
@@ -582,9 +612,20 @@ impl Machine {
     fn get_page_from_freelist(
         &self,
         req: &Request,
-        mut flags: AllocFlags,
+        flags: AllocFlags,
         refusals: &mut Vec<ZoneRefusal>,
     ) -> Option<PageBlock> {
+        let g = self.take_from_freelist(req, flags, refusals)?;
+        Some(req.block(&self.zones[g.zone()], g.pfn(), g.pfmemalloc()))
+    }
+
+    /// [`Machine::get_page_from_freelist`] returning the block packed.
+    fn take_from_freelist(
+        &self,
+        req: &Request,
+        mut flags: AllocFlags,
+        refusals: &mut Vec<ZoneRefusal>,
+    ) -> Option<Got> {
         'retry: loop {
             refusals.clear();
             let no_fallback = flags.contains(AllocFlags::NOFRAGMENT);
@@ -615,7 +656,8 @@ impl Machine {
                     continue;
                 }
                 if let Some((pfn, counted)) = self.rmqueue(zone, req, flags) {
-                    return Some(self.prep_new_page(zone, req, flags, pfn, counted));
+                    let pfmemalloc = self.prep_new_page(zone, req, flags, pfn, counted);
+                    return Some(Got::new(pfn, zi, pfmemalloc));
                 }
                 refusals.push(ZoneRefusal {
                     node: zone.node,
@@ -708,7 +750,8 @@ impl Machine {
         Some(pfn)
     }
 
-    /// `prep_new_page` plus the bookkeeping of a successful allocation.
+    /// `prep_new_page` plus the bookkeeping of a successful allocation; returns
+    /// whether the block was taken ignoring watermarks (`page->pfmemalloc`).
     fn prep_new_page(
         &self,
         zone: &Zone,
@@ -716,7 +759,7 @@ impl Machine {
         flags: AllocFlags,
         pfn: Pfn,
         counted: bool,
-    ) -> PageBlock {
+    ) -> bool {
         let pfmemalloc = flags.contains(AllocFlags::NO_WATERMARKS);
         let compound = req.gfp.contains(Gfp::COMP) && req.order > 0;
         if compound || pfmemalloc {
@@ -740,7 +783,7 @@ impl Machine {
                 self.cpus[req.cpu].state.lock().pcp[pz].numa.foreign += 1;
             }
         }
-        req.block(zone, pfn, pfmemalloc)
+        pfmemalloc
     }
 
     /// `__alloc_pages_slowpath`.
@@ -1309,6 +1352,14 @@ pub(crate) fn watermark_ok(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn got_packs_pfn_zone_and_pfmemalloc() {
+        for (pfn, zone, pm) in [(0, 0, false), (1, 3, true), ((1 << 47) - 1, 255, true)] {
+            let g = Got::new(pfn, zone, pm);
+            assert_eq!((g.pfn(), g.zone(), g.pfmemalloc()), (pfn, zone, pm));
+        }
+    }
 
     #[test]
     fn alloc_flags_from_gfp() {
