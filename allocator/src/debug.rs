@@ -319,7 +319,9 @@ impl Machine {
         let mut errs = Vec::new();
         for id in self.caches.ids() {
             let c = self.caches.get(id).expect("listed");
-            let cpus: Vec<_> = c.cpus.iter().map(|m| m.lock()).collect();
+            let cpus: Vec<_> = (0..self.nr_cpus())
+                .map(|cpu| self.cpu_slab(c, cpu))
+                .collect();
             let t = c.slabs.lock();
             let (mut n, mut pages, mut objs) = (0u64, 0u64, 0u64);
             for (sid, s) in t.slabs.iter().enumerate() {

@@ -16,7 +16,7 @@ use crate::machine::Machine;
 use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, MAX_ORDER, PAGE_SIZE};
 use crate::slab::layout::get_order;
-use crate::slab::slub::{double_free, FastFree};
+use crate::slab::slub::{double_free, FastFree, ObjCharge};
 use crate::slab::{
     phys_to_virt, CacheArgs, CacheId, SlabError, SlabFlags, PAGE_OFFSET, ZERO_SIZE_PTR,
 };
@@ -218,18 +218,18 @@ impl Machine {
         if !c.fast {
             return None;
         }
-        let charge_to = ctx.cgroup.filter(|&cg| {
-            cg != CgroupId::ROOT
-                && (gfp.contains(Gfp::ACCOUNT) || c.flags.contains(SlabFlags::ACCOUNT))
-        });
+        let charge = ctx
+            .cgroup
+            .filter(|&cg| {
+                cg != CgroupId::ROOT
+                    && (gfp.contains(Gfp::ACCOUNT) || c.flags.contains(SlabFlags::ACCOUNT))
+            })
+            .map(|cg| ObjCharge { cg, gfp, ctx });
         let cpu = self.fast_cpu(ctx)?;
-        let (addr, slab, index) = Self::slab_alloc_fast(c, cpu)?;
-        if let Some(cg) = charge_to {
-            if let Err(e) = self.charge_slab_obj(c, cpu, cg, slab, index, gfp, ctx) {
-                let _ = self.kmem_cache_free(id, addr, ctx);
-                return Some(Err(e));
-            }
-        }
+        let addr = match self.slab_alloc_fast(c, cpu, charge)? {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
         Some(Ok(KmallocObj {
             addr,
             cache: Some(id),
@@ -392,12 +392,8 @@ impl Machine {
             return None;
         }
         let cpu = self.fast_cpu(ctx)?;
-        match Self::slab_free_fast(c, w.aux(), head, index, cpu) {
-            FastFree::Done(None) => Some(Ok(())),
-            FastFree::Done(Some(cg)) => {
-                self.memcg_slab_free(c, cg, ctx);
-                Some(Ok(()))
-            }
+        match self.slab_free_fast(c, w.aux(), head, index, cpu) {
+            FastFree::Done => Some(Ok(())),
             FastFree::DoubleFree => Some(Err(double_free(c, head, index))),
             FastFree::Miss => None,
         }

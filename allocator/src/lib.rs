@@ -32,6 +32,7 @@ pub mod overflow;
 pub mod page;
 pub mod page_alloc;
 pub mod pcp;
+pub mod percpu;
 pub mod phys;
 pub mod proc;
 pub mod reasons;

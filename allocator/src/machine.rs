@@ -197,6 +197,8 @@ pub struct Machine {
     pub(crate) kmalloc_fixups: AtomicU64,
     pub(crate) vmap: crate::vmalloc::Vmap,
     pub(crate) memcgs: crate::memcg::Memcgs,
+    /// Each CPU's slab state and object stock, one lock per CPU ([`crate::percpu`]).
+    pub(crate) cpu_locals: crate::percpu::CpuLocals,
     /// Per-CPU object stocks for byte-precise slab charging.
     /// The cgroup each accounted slab object was charged to, by address (the
     /// kernel's `slabobj_ext`), sharded.
@@ -273,6 +275,7 @@ impl Machine {
         };
         let slab_nomerge = cfg.slab_nomerge;
         let cfg_cpus = cfg.cpus as usize;
+        let cpu_locals = crate::percpu::new_locals(cfg_cpus);
         let mut m = Machine {
             content: ContentStore::new(layout.total_pages),
             cfg,
@@ -293,7 +296,8 @@ impl Machine {
             large_kmalloc_pages: (0..nr_nodes).map(|_| AtomicU64::new(0)).collect(),
             kmalloc_fixups: AtomicU64::new(0),
             vmap: Mutex::new(crate::vmalloc::VmapState::new()),
-            memcgs: crate::memcg::Memcgs::new(cfg_cpus),
+            memcgs: crate::memcg::Memcgs::with_locals(cpu_locals.clone()),
+            cpu_locals,
             vstats: Default::default(),
             layout,
         };

@@ -241,9 +241,9 @@ pub struct Memcgs {
     next_id: std::sync::atomic::AtomicUsize,
     /// Per-CPU page stocks (`memcg_stock`): pages charged ahead to one cgroup.
     stocks: Vec<crate::pcp::SpinLock<PageStock>>,
-    /// Per-CPU object stocks (`obj_stock_pcp`): bytes charged ahead to one cgroup,
-    /// and that cgroup's slab stat updates not yet applied.
-    obj_stocks: Vec<crate::pcp::SpinLock<ObjStock>>,
+    /// Per-CPU object stocks (`obj_stock_pcp`: bytes charged ahead to one cgroup,
+    /// and that cgroup's slab stat updates not yet applied), in each CPU's local state.
+    locals: crate::percpu::CpuLocals,
 }
 
 /// A CPU's page stock.
@@ -303,6 +303,12 @@ impl Default for Memcgs {
 impl Memcgs {
     /// A controller for a machine with `cpus` CPUs (one page stock each).
     pub fn new(cpus: usize) -> Self {
+        Self::with_locals(crate::percpu::new_locals(cpus))
+    }
+
+    /// A controller whose object stocks live in the machine's per-CPU state.
+    pub fn with_locals(locals: crate::percpu::CpuLocals) -> Self {
+        let cpus = locals.len();
         let root = MemCgroup::new(CgroupId::ROOT, "/".into(), None);
         let mut by_path = FxHashMap::default();
         by_path.insert("/".to_string(), 0);
@@ -316,7 +322,7 @@ impl Memcgs {
             by_path: RwLock::new(by_path),
             next_id: std::sync::atomic::AtomicUsize::new(1),
             stocks: (0..cpus.max(1)).map(|_| Default::default()).collect(),
-            obj_stocks: (0..cpus.max(1)).map(|_| Default::default()).collect(),
+            locals,
         }
     }
 

@@ -167,6 +167,51 @@ fn kmalloc_cg_objects_are_charged_byte_precisely() {
     );
 }
 
+/// Allocated and freed on one CPU, accounted objects take the fast paths (the charge
+/// and the uncharge happen under the CPU's lock): the counts match the general path's,
+/// and the checker agrees after every phase.
+#[test]
+fn accounted_fast_path_charges_and_uncharges_exactly() {
+    let m = machine();
+    let cg = m.memcg().create("/fast").unwrap();
+    let ctx = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let before = m
+        .cache_info(m.kmalloc_cache(64, Gfp::GFP_KERNEL_ACCOUNT).unwrap())
+        .unwrap();
+    let objs: Vec<u64> = (0..1000)
+        .map(|_| m.kmalloc(64, Gfp::GFP_KERNEL_ACCOUNT, &ctx).unwrap().addr)
+        .collect();
+    assert_eq!(
+        exact(&m, "/fast"),
+        "73728
+"
+    );
+    m.check_memcg().unwrap();
+    for &a in objs.iter().rev() {
+        m.kfree(a, &ctx).unwrap();
+    }
+    let after = m
+        .cache_info(m.kmalloc_cache(64, Gfp::GFP_KERNEL_ACCOUNT).unwrap())
+        .unwrap();
+    assert!(
+        after.free_fastpath > before.free_fastpath,
+        "frees on the allocating CPU took the fast path"
+    );
+    let stat = m.memcg().read_file("/fast", "memory.stat").unwrap();
+    assert!(stat.contains("\nslab_unreclaimable 0\n"), "{stat}");
+    let cur: u64 = exact(&m, "/fast").trim().parse().unwrap();
+    assert!(
+        cur <= 4096,
+        "at most the object stock's page stays charged: {cur}"
+    );
+    m.check_memcg().unwrap();
+    m.check_invariants().unwrap();
+}
+
 #[test]
 fn slab_account_caches_and_limits() {
     let m = machine();

@@ -73,24 +73,24 @@ impl Memcgs {
 
     /// Drain every CPU's object stock (`drain_all_stock`'s object part).
     pub fn drain_obj_stocks(&self) {
-        for (cpu, st) in self.obj_stocks.iter().enumerate() {
-            self.drain_stock(&mut st.lock(), cpu);
+        for (cpu, l) in self.locals.iter().enumerate() {
+            self.drain_stock(&mut l.lock().obj_stock, cpu);
         }
     }
 
     /// Apply every CPU's pending stat updates (before `memory.stat` is read).
     pub fn flush_obj_stats(&self) {
-        for st in &self.obj_stocks {
-            self.flush_pending(&mut st.lock());
+        for l in self.locals.iter() {
+            self.flush_pending(&mut l.lock().obj_stock);
         }
     }
 
     /// Bytes stocked per cgroup, for the invariant checker.
     pub(crate) fn obj_stock_bytes(&self) -> Vec<(CgroupId, u64)> {
-        self.obj_stocks
+        self.locals
             .iter()
-            .filter_map(|st| {
-                let st = st.lock();
+            .filter_map(|l| {
+                let st = &l.lock().obj_stock;
                 st.cg.map(|cg| (cg, st.bytes))
             })
             .collect()
@@ -107,7 +107,44 @@ impl Memcgs {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<Charged, MemcgError> {
-        let stock = &mut *self.obj_stocks[cpu % self.obj_stocks.len()].lock();
+        let cpu = cpu % self.locals.len();
+        let stock = &mut self.locals[cpu].lock().obj_stock;
+        self.charge_obj_stock(stock, cpu, id, bytes, item, gfp, ctx)
+    }
+
+    /// [`Memcgs::charge_obj`] with CPU `cpu`'s local state already locked.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn charge_obj_stock(
+        &self,
+        stock: &mut ObjStock,
+        cpu: usize,
+        id: CgroupId,
+        bytes: u64,
+        item: StatItem,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<Charged, MemcgError> {
+        if stock.cg == Some(id) && stock.bytes >= bytes {
+            stock.bytes -= bytes;
+            self.account_stock(stock, item, bytes as i64);
+            return Ok(Charged::default());
+        }
+        self.refill_and_charge(stock, cpu, id, bytes, item, gfp, ctx)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn refill_and_charge(
+        &self,
+        stock: &mut ObjStock,
+        cpu: usize,
+        id: CgroupId,
+        bytes: u64,
+        item: StatItem,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<Charged, MemcgError> {
         if stock.cg != Some(id) {
             self.drain_stock(stock, cpu);
             stock.cg = Some(id);
@@ -127,7 +164,21 @@ impl Memcgs {
     /// `obj_cgroup_uncharge`: the bytes go back to the stock (or the cgroup's carry);
     /// whole pages beyond a page of stock are uncharged.
     pub fn uncharge_obj(&self, cpu: usize, id: CgroupId, bytes: u64, item: StatItem) {
-        let stock = &mut *self.obj_stocks[cpu % self.obj_stocks.len()].lock();
+        let cpu = cpu % self.locals.len();
+        let stock = &mut self.locals[cpu].lock().obj_stock;
+        self.uncharge_obj_stock(stock, cpu, id, bytes, item);
+    }
+
+    /// [`Memcgs::uncharge_obj`] with CPU `cpu`'s local state already locked.
+    #[inline]
+    pub(crate) fn uncharge_obj_stock(
+        &self,
+        stock: &mut ObjStock,
+        cpu: usize,
+        id: CgroupId,
+        bytes: u64,
+        item: StatItem,
+    ) {
         if stock.cg == Some(id) {
             self.account_stock(stock, item, -(bytes as i64));
             stock.bytes += bytes;
@@ -137,14 +188,21 @@ impl Memcgs {
                 stock.bytes -= pages * PAGE_SIZE;
             }
         } else {
-            self.mod_stat(id, item, -(bytes as i64));
-            if let Some(cg) = self.get(id) {
-                let total = cg.carry.fetch_add(bytes, Relaxed) + bytes;
-                if total >= PAGE_SIZE {
-                    let take = cg.carry.swap(0, Relaxed);
-                    self.uncharge_pages(id, take / PAGE_SIZE, cpu);
-                    cg.carry.fetch_add(take % PAGE_SIZE, Relaxed);
-                }
+            self.uncharge_other(id, bytes, item, cpu);
+        }
+    }
+
+    /// An uncharge for a cgroup the stock does not hold: straight to its stats and
+    /// its carried bytes.
+    #[inline(never)]
+    fn uncharge_other(&self, id: CgroupId, bytes: u64, item: StatItem, cpu: usize) {
+        self.mod_stat(id, item, -(bytes as i64));
+        if let Some(cg) = self.get(id) {
+            let total = cg.carry.fetch_add(bytes, Relaxed) + bytes;
+            if total >= PAGE_SIZE {
+                let take = cg.carry.swap(0, Relaxed);
+                self.uncharge_pages(id, take / PAGE_SIZE, cpu);
+                cg.carry.fetch_add(take % PAGE_SIZE, Relaxed);
             }
         }
     }

@@ -264,7 +264,9 @@ impl Machine {
     /// `/sys/kernel/slab/<cache>/validate`: check every object of every slab.
     pub fn kmem_cache_validate(&self, id: CacheId) -> Result<ValidateReport, SlabError> {
         let c = self.cache(id)?;
-        let cpus: Vec<_> = c.cpus.iter().map(|m| m.lock()).collect();
+        let cpus: Vec<_> = (0..self.nr_cpus())
+            .map(|cpu| self.cpu_slab(c, cpu))
+            .collect();
         let t = c.slabs.lock();
         let quarantine = c.dbg.lock().quarantine.clone();
         let mut r = ValidateReport {

@@ -23,7 +23,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
-use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -262,7 +261,6 @@ pub struct KmemCache {
     pub(crate) refcount: AtomicI64,
     pub(crate) destroyed: AtomicBool,
     pub(crate) aliases: Mutex<Vec<String>>,
-    pub(crate) cpus: Vec<CachePadded<crate::pcp::SpinLock<CpuSlab>>>,
     /// Slabs, node partial lists (the kernel's `n->list_lock`).
     pub(crate) slabs: Mutex<slub::SlabTable>,
     pub stats: CacheStats,
@@ -530,9 +528,12 @@ impl Machine {
         if id >= MAX_CACHES {
             return Err(SlabError::TooManyCaches);
         }
-        let cpus = (0..self.nr_cpus())
-            .map(|_| CachePadded::new(crate::pcp::SpinLock::new(CpuSlab::default())))
-            .collect();
+        // Every CPU gets this cache's `kmem_cache_cpu` before the cache is visible.
+        for l in self.cpu_locals.iter() {
+            let mut l = l.lock();
+            debug_assert_eq!(l.slabs.len(), id, "cache ids are dense");
+            l.slabs.push(CpuSlab::default());
+        }
         let cache = KmemCache {
             id: id as u16,
             name: name.to_string(),
@@ -548,7 +549,6 @@ impl Machine {
             refcount: AtomicI64::new(1),
             destroyed: AtomicBool::new(false),
             aliases: Mutex::new(Vec::new()),
-            cpus,
             slabs: Mutex::new(slub::SlabTable::new(self.nr_nodes())),
             stats: CacheStats::default(),
             obj_exts: OnceLock::new(),

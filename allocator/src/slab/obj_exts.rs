@@ -39,12 +39,13 @@ impl ObjExts {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn slab(&self, slab: u32) -> Option<&[AtomicU16]> {
         let chunk = self.chunks.get((slab >> CHUNK_SHIFT) as usize)?.get()?;
         chunk[slab as usize & (CHUNK - 1)].get().map(|b| &**b)
     }
 
+    #[inline(never)]
     fn slab_or_init(&self, slab: u32) -> &[AtomicU16] {
         let chunk = self.chunks[(slab >> CHUNK_SHIFT) as usize].get_or_init(|| {
             let mut v = Vec::with_capacity(CHUNK);
@@ -59,11 +60,15 @@ impl ObjExts {
     #[inline]
     pub(crate) fn set(&self, slab: u32, index: u32, cg: CgroupId) {
         debug_assert!(index < self.objects);
-        self.slab_or_init(slab)[index as usize].store(cg.0 + 1, Relaxed);
+        let slots = match self.slab(slab) {
+            Some(s) => s,
+            None => self.slab_or_init(slab),
+        };
+        slots[index as usize].store(cg.0 + 1, Relaxed);
     }
 
     /// Take (and clear) the record of an object being freed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&self, slab: u32, index: u32) -> Option<CgroupId> {
         let slot = self.slab(slab)?.get(index as usize)?;
         match slot.load(Relaxed) {

@@ -449,8 +449,8 @@ impl Machine {
         let (nr_slabs, objects) = (t.nr_slabs, t.total_objects);
         drop(t);
         let (mut cpu_slabs, mut fast) = (0, [0u64; 4]);
-        for cs in &c.cpus {
-            let cs = cs.lock();
+        for cpu in 0..self.nr_cpus() {
+            let cs = self.cpu_slab(c, cpu);
             cpu_slabs += cs.active.is_some() as u64 + cs.partial.len() as u64;
             fast[0] += cs.alloc_fastpath;
             fast[1] += cs.free_fastpath;
@@ -560,7 +560,7 @@ impl Machine {
     }
 }
 
-fn slab_item(c: &KmemCache) -> crate::memcg::StatItem {
+pub(crate) fn slab_item(c: &KmemCache) -> crate::memcg::StatItem {
     if c.flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
         crate::memcg::StatItem::SlabReclaimable
     } else {

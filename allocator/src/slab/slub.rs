@@ -18,12 +18,21 @@ use crate::gfp::Gfp;
 use crate::machine::Machine;
 use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, PageWord, Pfn, PAGE_SIZE};
+use crate::percpu::CpuSlabGuard;
+
+/// An object charge the allocation fast path makes.
+#[derive(Clone, Copy)]
+pub(crate) struct ObjCharge<'a> {
+    pub cg: CgroupId,
+    pub gfp: Gfp,
+    pub ctx: &'a AllocContext,
+}
 
 /// What [`Machine::slab_free_fast`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastFree {
-    /// Freed; the cgroup it was charged to, if any, is to be uncharged.
-    Done(Option<CgroupId>),
+    /// Freed (and uncharged, if it was charged).
+    Done,
     DoubleFree,
     /// Not the fast case: take the general path.
     Miss,
@@ -31,7 +40,7 @@ pub(crate) enum FastFree {
 
 /// Take the cgroup record of an object whose free was just admitted, before the
 /// object can be allocated again (callers hold the lock that admitted it).
-#[inline]
+#[inline(always)]
 fn take_objcg(c: &KmemCache, slab: u32, index: u32) -> Option<CgroupId> {
     c.obj_exts.get()?.take(slab, index)
 }
@@ -250,37 +259,67 @@ impl Machine {
         })
     }
 
-    /// The allocation fast path (`slab_alloc_node`'s lockless case): pop the CPU's
-    /// freelist under the CPU's lock. `None` when it is empty; the caller then takes
-    /// [`Machine::slab_alloc`], which starts with the same step.
-    /// Returns the address, slab id and object index.
+    /// CPU `cpu`'s local state, locked, as cache `c`'s `kmem_cache_cpu`.
     #[inline(always)]
-    pub(crate) fn slab_alloc_fast(c: &KmemCache, cpu: usize) -> Option<(u64, u32, u32)> {
-        let mut cs = c.cpus[cpu].lock();
+    pub(crate) fn cpu_slab(&self, c: &KmemCache, cpu: usize) -> CpuSlabGuard<'_> {
+        CpuSlabGuard::new(&self.cpu_locals[cpu], c.id)
+    }
+
+    /// The allocation fast path (`slab_alloc_node`'s lockless case): pop the CPU's
+    /// freelist and, for an accounted object, charge the CPU's object stock and
+    /// record the owner, all under the CPU's one lock. `None` when the freelist is
+    /// empty; the caller then takes [`Machine::slab_alloc`], which starts with the
+    /// same step. A failed charge puts the object back and is the result.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_fast(
+        &self,
+        c: &KmemCache,
+        cpu: usize,
+        charge: Option<ObjCharge<'_>>,
+    ) -> Option<Result<u64, SlabError>> {
+        let mut g = self.cpu_slab(c, cpu);
+        let (cs, stock) = g.parts();
         let i = cs.freelist.pop()?;
         Slab::set(&mut cs.bits, i, false);
-        cs.alloc_fastpath += 1;
-        cs.alloc_total += 1;
         let slab = cs
             .active
             .expect("a CPU with free objects has an active slab");
-        Some((c.obj_addr(cs.active_pfn, i), slab, i))
+        let addr = c.obj_addr(cs.active_pfn, i);
+        if let Some(ch) = charge {
+            let bytes = crate::memcg::obj_full_size(c.layout.size);
+            let item = super::objects::slab_item(c);
+            if let Err(e) = self
+                .memcgs
+                .charge_obj_stock(stock, cpu, ch.cg, bytes, item, ch.gfp, ch.ctx)
+            {
+                Slab::set(&mut cs.bits, i, true);
+                cs.freelist.push(i);
+                return Some(Err(SlabError::NoMemory(e.into())));
+            }
+            self.obj_exts(c).set(slab, i, ch.cg);
+        }
+        cs.alloc_fastpath += 1;
+        cs.alloc_total += 1;
+        Some(Ok(addr))
     }
 
     /// The free fast path (`do_slab_free`'s lockless case): the object belongs to the
     /// CPU's active slab and no other CPU freed into that slab since it was taken, so
-    /// the CPU's bitmap alone says whether it is already free. [`FastFree::Miss`]
+    /// the CPU's bitmap alone says whether it is already free; a charged object is
+    /// uncharged into the CPU's object stock under the same lock. [`FastFree::Miss`]
     /// sends the caller to [`Machine::slab_free`], which decides with the slab table.
     /// Scalars in, a byte out: no struct goes through memory on the hot path.
     #[inline(always)]
     pub(crate) fn slab_free_fast(
+        &self,
         c: &KmemCache,
         slab: u32,
         slab_pfn: Pfn,
         index: u32,
         cpu: usize,
     ) -> FastFree {
-        let mut cs = c.cpus[cpu].lock();
+        let mut g = self.cpu_slab(c, cpu);
+        let (cs, stock) = g.parts();
         if cs.active != Some(slab) || cs.active_pfn != slab_pfn || cs.remote > 0 {
             return FastFree::Miss;
         }
@@ -292,7 +331,12 @@ impl Machine {
         cs.freelist.push(index);
         cs.free_fastpath += 1;
         cs.free_total += 1;
-        FastFree::Done(cg)
+        if let Some(cg) = cg {
+            let bytes = crate::memcg::obj_full_size(c.layout.size);
+            let item = super::objects::slab_item(c);
+            self.memcgs.uncharge_obj_stock(stock, cpu, cg, bytes, item);
+        }
+        FastFree::Done
     }
 
     /// `slab_alloc_node`.
@@ -303,7 +347,7 @@ impl Machine {
         ctx: &AllocContext,
     ) -> Result<u64, SlabError> {
         let cpu = self.resolve_cpu(ctx)?;
-        let mut cs = c.cpus[cpu].lock();
+        let mut cs = self.cpu_slab(c, cpu);
         cs.alloc_total += 1;
         if let Some(i) = cs.freelist.pop() {
             Slab::set(&mut cs.bits, i, false);
@@ -367,7 +411,7 @@ impl Machine {
             // (__GFP_NOFAIL) and other users of this CPU must be able to free meanwhile.
             drop(cs);
             let id = self.new_slab(c, gfp, node, ctx)?;
-            cs = c.cpus[cpu].lock();
+            cs = self.cpu_slab(c, cpu);
             let mut t = c.slabs.lock();
             if cs.active.is_none() && cs.freelist.is_empty() {
                 self.activate(&mut cs, &mut t, id, cpu);
@@ -485,7 +529,7 @@ impl Machine {
         let cpu = self.resolve_cpu(ctx)?;
         let addr = c.obj_addr(o.slab_pfn, o.index);
         {
-            let mut cs = c.cpus[cpu].lock();
+            let mut cs = self.cpu_slab(c, cpu);
             if cs.active == Some(o.slab) && cs.active_pfn == o.slab_pfn {
                 if Slab::bit(&cs.bits, o.index) || (cs.remote > 0 && self.slab_has_free(c, o)) {
                     return Err(SlabError::DoubleFree {
@@ -508,7 +552,7 @@ impl Machine {
                 SlabState::Active(x) => x as usize,
                 _ => cpu,
             };
-            let mut cs = c.cpus[owner].lock();
+            let mut cs = self.cpu_slab(c, owner);
             let mut t = c.slabs.lock();
             let s = t.slab(o.slab);
             if s.state != state {
@@ -572,7 +616,7 @@ impl Machine {
             let SlabState::Active(x) = state else {
                 return c.slabs.lock().slab(o.slab).is_free(o.index);
             };
-            let cs = c.cpus[x as usize].lock();
+            let cs = self.cpu_slab(c, x as usize);
             let mut t = c.slabs.lock();
             if t.slab(o.slab).state != state {
                 continue;
@@ -645,7 +689,7 @@ impl Machine {
     /// Return every CPU's active and partial slabs to the node lists (`flush_all`).
     pub(crate) fn flush_all_cpu_slabs(&self, c: &KmemCache) {
         for cpu in 0..self.nr_cpus() {
-            let mut cs = c.cpus[cpu].lock();
+            let mut cs = self.cpu_slab(c, cpu);
             let mut t = c.slabs.lock();
             if let Some(id) = cs.active.take() {
                 let s = t.slab(id);
