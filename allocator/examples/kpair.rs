@@ -1,5 +1,9 @@
-//! One workload per run for callgrind/perf: `kpair kmalloc|pages N`.
+//! One workload per run, for callgrind and perf: `kpair kmalloc|pages|mixed N`.
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
+
+#[path = "../benches/common/page_workloads.rs"]
+mod page_workloads;
+
 fn main() {
     let m = Machine::boot(MachineConfig::bare(ByteSize::gib(16))).unwrap();
     let c = AllocContext::on_cpu(0);
@@ -8,16 +12,22 @@ fn main() {
         .nth(2)
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    let mut k = page_workloads::Kmem::on_cpu(&m, 0);
+    let mut mixed = (what == "mixed").then(|| page_workloads::Mixed::fill(&mut k, 42));
     let t = std::time::Instant::now();
     for _ in 0..n {
-        if what == "pages" {
-            let b = m.alloc_pages(Gfp::GFP_KERNEL, 0, &c).unwrap();
-            m.free_pages_on(b.pfn, 0, &c).unwrap();
-        } else {
-            let o = m
-                .kmalloc(std::hint::black_box(64), Gfp::GFP_KERNEL, &c)
-                .unwrap();
-            m.kfree(o.addr, &c).unwrap();
+        match what.as_str() {
+            "pages" => {
+                let b = m.alloc_pages(Gfp::GFP_KERNEL, 0, &c).unwrap();
+                m.free_pages_on(b.pfn, 0, &c).unwrap();
+            }
+            "mixed" => mixed.as_mut().unwrap().step(&mut k),
+            _ => {
+                let o = m
+                    .kmalloc(std::hint::black_box(64), Gfp::GFP_KERNEL, &c)
+                    .unwrap();
+                m.kfree(o.addr, &c).unwrap();
+            }
         }
     }
     eprintln!("{what}: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);

@@ -1,0 +1,124 @@
+//! Same-period ratios of the benchmark workloads, for a VM whose speed drifts.
+//!
+//! criterion measures each benchmark in its own window of seconds, so a ratio of two
+//! benchmarks mixes two speeds of a host that changes speed by up to 1.5x between
+//! minutes. This runs the workloads in alternating rounds of short chunks (each round
+//! runs every workload once, ~1 ms each) and reports, per comparison, the median
+//! over rounds of the ratio *within* each round, with the 10th-90th percentile
+//! range. Absolute times are medians too. It complements the criterion benches
+//! (`cargo bench -p kmem-allocator`), which remain the reference for absolute figures.
+//!
+//! `cargo run --release -p kmem-allocator --example ratios [seconds]` (default 10).
+//!
+//! Bias: chunks of 20k iterations keep caches and branch predictors warm for each
+//! workload in turn, as criterion's loops do; the mixed workloads keep their 100k
+//! live blocks across rounds. The host allocator baseline is the process's global
+//! allocator (glibc malloc here).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+#[path = "../benches/common/page_workloads.rs"]
+mod page_workloads;
+
+use kmem_allocator::{AllocContext, Gfp};
+use page_workloads::*;
+
+const CHUNK: u32 = 20_000;
+
+fn time(mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..CHUNK {
+        f();
+    }
+    t.elapsed().as_nanos() as f64 / CHUNK as f64
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let m = machine();
+    let cg = m.memcg().create("/ratios").expect("cgroup");
+    let cpu0 = AllocContext::on_cpu(0);
+    let in_cg = AllocContext {
+        cgroup: Some(cg),
+        cpu: Some(0),
+        ..Default::default()
+    };
+    let mut k = Kmem::on_cpu(&m, 0);
+    let mut b = baseline();
+    let mut b0 = baseline();
+    let _held = page_workloads::PageAllocator::alloc(&mut b0, 0);
+    let mut mk = Mixed::fill(&mut k, SEED);
+    let mut mb = Mixed::fill(&mut b, SEED);
+
+    let names = [
+        "order0_pair/kmem",
+        "order0_pair/buddy_system_allocator",
+        "mixed_orders_100k_live/kmem",
+        "mixed_orders_100k_live/buddy_system_allocator",
+        "kmalloc_pair/64B/kmem",
+        "kmalloc_pair/64B/host_malloc",
+        "kmalloc_accounted_pair/plain",
+        "kmalloc_accounted_pair/accounted",
+    ];
+    let mut t: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let round = [
+            time(|| order0_pair(&mut k)),
+            time(|| order0_pair(&mut b0)),
+            time(|| mk.step(&mut k)),
+            time(|| mb.step(&mut b)),
+            time(|| {
+                let o = m.kmalloc(black_box(64), Gfp::GFP_KERNEL, &cpu0).unwrap();
+                m.kfree(o.addr, &cpu0).unwrap();
+            }),
+            time(|| drop(black_box(Vec::<u8>::with_capacity(black_box(64))))),
+            time(|| {
+                let o = m.kmalloc(black_box(64), Gfp::GFP_KERNEL, &in_cg).unwrap();
+                m.kfree(o.addr, &in_cg).unwrap();
+            }),
+            time(|| {
+                let o = m
+                    .kmalloc(black_box(64), Gfp::GFP_KERNEL_ACCOUNT, &in_cg)
+                    .unwrap();
+                m.kfree(o.addr, &in_cg).unwrap();
+            }),
+        ];
+        for (v, x) in t.iter_mut().zip(round) {
+            v.push(x);
+        }
+    }
+    let rounds = t[0].len();
+    println!("{rounds} rounds of {CHUNK} iterations per workload over {secs} s\n");
+    println!("{:<48} {:>10}", "workload", "median ns");
+    for (n, v) in names.iter().zip(&t) {
+        println!("{n:<48} {:>10.1}", pct(&mut v.clone(), 0.5));
+    }
+    println!(
+        "\n{:<48} {:>8} {:>8} {:>8}",
+        "same-round ratio", "p10", "median", "p90"
+    );
+    for (a, bb, what) in [
+        (0, 1, "order0 kmem / buddy_system_allocator"),
+        (2, 3, "mixed kmem / buddy_system_allocator"),
+        (4, 5, "kmalloc-64 pair / host malloc pair"),
+        (7, 6, "accounted / plain kmalloc-64 pair"),
+    ] {
+        let mut r: Vec<f64> = t[a].iter().zip(&t[bb]).map(|(x, y)| x / y).collect();
+        println!(
+            "{what:<48} {:>8.2} {:>8.2} {:>8.2}",
+            pct(&mut r, 0.1),
+            pct(&mut r, 0.5),
+            pct(&mut r, 0.9)
+        );
+    }
+}
