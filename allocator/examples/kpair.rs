@@ -1,4 +1,4 @@
-//! One workload per run, for callgrind and perf: `kpair kmalloc|pages|mixed N`.
+//! One workload per run, for callgrind and perf: `kpair kmalloc|pages|mixed|mixed-baseline N`.
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
 
 #[path = "../benches/common/page_workloads.rs"]
@@ -14,6 +14,8 @@ fn main() {
         .unwrap_or(100_000);
     let mut k = page_workloads::Kmem::on_cpu(&m, 0);
     let mut mixed = (what == "mixed").then(|| page_workloads::Mixed::fill(&mut k, 42));
+    let mut b = page_workloads::baseline();
+    let mut mixed_b = (what == "mixed-baseline").then(|| page_workloads::Mixed::fill(&mut b, 42));
     let t = std::time::Instant::now();
     for _ in 0..n {
         match what.as_str() {
@@ -22,6 +24,7 @@ fn main() {
                 m.free_pages_on(b.pfn, 0, &c).unwrap();
             }
             "mixed" => mixed.as_mut().unwrap().step(&mut k),
+            "mixed-baseline" => mixed_b.as_mut().unwrap().step(&mut b),
             _ => {
                 let o = m
                     .kmalloc(std::hint::black_box(64), Gfp::GFP_KERNEL, &c)
