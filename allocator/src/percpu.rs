@@ -41,7 +41,7 @@ pub fn new_locals(n: usize) -> CpuLocals {
 }
 
 /// A locked CPU seen as one cache's `kmem_cache_cpu` (derefs to it); the object
-/// stock is reachable through [`CpuSlabGuard::parts`].
+/// stock is reachable through `parts`.
 pub struct CpuSlabGuard<'a> {
     g: spin::mutex::SpinMutexGuard<'a, CpuLocal, spin::relax::Yield>,
     id: usize,

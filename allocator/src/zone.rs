@@ -1,7 +1,7 @@
 //! A zone at run time: its lock-protected free area (the buddy lists) and the counters
 //! and watermarks that are read without the lock.
 //!
-//! Invariants (checked by [`crate::debug::check_invariants`]):
+//! Invariants (checked by [`crate::machine::Machine::check_invariants`]):
 //! - every free block on list (order o, type t) is o-aligned, lies in the zone, has a
 //!   head word `Buddy(o, t, index)` whose index is its position in that list, and tail
 //!   words that are not heads;

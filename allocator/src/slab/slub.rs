@@ -3,8 +3,14 @@
 //! Each CPU owns an *active* slab whose free objects it holds privately (the kernel's
 //! lockless per-CPU freelist) and a list of per-CPU partial slabs; every slab not
 //! active on a CPU keeps its own free objects, and node partial lists hold slabs with
-//! free objects. Lock order: a cache's CPU lock, then its slab table (`list_lock`),
-//! then the page allocator's locks.
+//! free objects. A cache's per-CPU state lives in the CPU's local state
+//! ([`crate::percpu`], one lock per simulated CPU for every cache and the object
+//! stock). Lock order: the CPU's local lock, then the cache's slab table
+//! (`list_lock`), then the page allocator's locks.
+//!
+//! The fast paths ([`Machine::slab_alloc_fast`], [`Machine::slab_free_fast`]) take
+//! the CPU's lock once and touch nothing else shared; everything else takes the
+//! general paths below.
 //!
 //! Frees are checked exactly: every object's state is known (on its slab's freelist, on
 //! the owning CPU's freelist, or allocated), so a double free or a free of a non-object
