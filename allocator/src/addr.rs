@@ -65,7 +65,7 @@ impl Machine {
         }
         if is_vmalloc_addr(addr) {
             let size = self.find_vm_area(addr).map_or(0, |a| a.usable());
-            self.vfree(addr)?;
+            self.vfree_on(addr, ctx)?;
             return Ok(Freed::Vmalloc { size });
         }
         let (head, w) = self.resolve_block(addr)?;

@@ -156,7 +156,7 @@ impl Machine {
             return Ok(());
         }
         if is_vmalloc_addr(addr) {
-            Ok(self.vfree(addr)?)
+            Ok(self.vfree_on(addr, ctx)?)
         } else {
             Ok(self.kfree(addr, ctx)?)
         }

@@ -1227,6 +1227,16 @@ impl Machine {
     /// `free_pages_exact`: free the `size` bytes at `pfn` page by page. All pages are
     /// checked first, so a bad range changes nothing.
     pub fn free_pages_exact(&self, pfn: Pfn, size: u64) -> Result<(), FreeError> {
+        self.free_pages_exact_on(pfn, size, &AllocContext::default())
+    }
+
+    /// `free_pages_exact` on the context's CPU.
+    pub fn free_pages_exact_on(
+        &self,
+        pfn: Pfn,
+        size: u64,
+        ctx: &AllocContext,
+    ) -> Result<(), FreeError> {
         let nr = size.div_ceil(PAGE_SIZE);
         for p in pfn..pfn + nr {
             let w = (p < self.pages().nr_pages()).then(|| self.pages().get(p));
@@ -1235,7 +1245,7 @@ impl Machine {
             }
         }
         for p in pfn..pfn + nr {
-            self.free_pages(p, 0)?;
+            self.free_pages_on(p, 0, ctx)?;
         }
         Ok(())
     }

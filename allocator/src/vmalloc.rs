@@ -122,6 +122,8 @@ pub enum VmallocError {
     BadPage { pfn: Pfn },
     #[error(transparent)]
     Memcg(#[from] crate::memcg::MemcgError),
+    #[error("no CPU {cpu}: the machine has {cpus}")]
+    NoSuchCpu { cpu: u16, cpus: u16 },
 }
 
 impl VmallocError {
@@ -139,6 +141,7 @@ impl VmallocError {
             VmallocError::TooLarge { .. } => "SIZE_TOO_LARGE",
             VmallocError::BadPage { .. } => "INVALID_PAGE",
             VmallocError::Memcg(e) => e.reason(),
+            VmallocError::NoSuchCpu { .. } => "NO_SUCH_CPU",
         }
     }
 }
@@ -402,8 +405,10 @@ impl Machine {
                 }
             }
         }
+        // Undone pages go back to the allocating CPU, as they came.
+        let cpu = self.resolve_cpu(&ctx).unwrap_or(0);
         if let Some(e) = cause {
-            self.release_pages(&pages, order);
+            self.release_pages(&pages, order, cpu);
             self.vmap.lock().free.give(start, start + real + guard);
             if huge {
                 self.vstats.calls.fetch_sub(1, Relaxed);
@@ -423,7 +428,6 @@ impl Machine {
             .cgroup
             .filter(|c| *c != crate::memcg::CgroupId::ROOT && r.gfp.contains(Gfp::ACCOUNT));
         if let Some(cg) = memcg {
-            let cpu = self.resolve_cpu(r.ctx).unwrap_or(0);
             if let Err(e) = self.memcgs.charge(
                 cg,
                 pages.len() as u64,
@@ -432,7 +436,7 @@ impl Machine {
                 r.ctx,
                 cpu,
             ) {
-                self.release_pages(&pages, page_order);
+                self.release_pages(&pages, page_order, cpu);
                 self.vmap.lock().free.give(start, start + real + guard);
                 self.vstats.failures.fetch_add(1, Relaxed);
                 return Err(VmallocError::Memcg(e));
@@ -459,7 +463,7 @@ impl Machine {
     }
 
     /// Free the pages of an area (blocks of `order`).
-    fn release_pages(&self, pages: &[Pfn], order: u8) {
+    fn release_pages(&self, pages: &[Pfn], order: u8, cpu: usize) {
         let step = 1usize << order;
         for chunk in pages.chunks(step) {
             let p = chunk[0];
@@ -468,7 +472,7 @@ impl Machine {
             }
             let w = self.pages().get(p);
             self.pages().set(p, w.with_owner(Owner::Pages));
-            self.free_owned_pages(p, order, 0)
+            self.free_owned_pages(p, order, cpu)
                 .expect("vmalloc pages are allocated blocks");
         }
     }
@@ -641,16 +645,26 @@ impl Machine {
 
     /// `vunmap`: remove a vmap mapping (the pages are not freed).
     pub fn vunmap(&self, addr: u64) -> Result<(), VmallocError> {
-        self.vremove(addr, true).map(|_| ())
+        self.vremove(addr, true, 0).map(|_| ())
     }
 
     /// `vfree(addr)`: free the pages now, purge the range lazily. `vfree(NULL)` is a
     /// no-op; an unknown address is an error (the kernel WARNs and leaks nothing).
     pub fn vfree(&self, addr: u64) -> Result<(), VmallocError> {
+        self.vfree_on(addr, &AllocContext::default())
+    }
+
+    /// `vfree` on the context's CPU: its pcp lists receive the area's pages and its
+    /// page stock the uncharge (plain [`Machine::vfree`] runs on the calling thread's).
+    pub fn vfree_on(&self, addr: u64, ctx: &AllocContext) -> Result<(), VmallocError> {
         if addr == 0 {
             return Ok(());
         }
-        self.vremove(addr, false).map(|_| ())
+        let cpu = self.resolve_cpu(ctx).map_err(|_| VmallocError::NoSuchCpu {
+            cpu: ctx.cpu.unwrap_or_default(),
+            cpus: self.nr_cpus() as u16,
+        })?;
+        self.vremove(addr, false, cpu).map(|_| ())
     }
 
     /// `vfree_atomic`: the kernel defers to a workqueue; the simulator frees at once.
@@ -658,7 +672,7 @@ impl Machine {
         self.vfree(addr)
     }
 
-    fn vremove(&self, addr: u64, vmap: bool) -> Result<VmArea, VmallocError> {
+    fn vremove(&self, addr: u64, vmap: bool, cpu: usize) -> Result<VmArea, VmallocError> {
         let mut st = self.vmap.lock();
         let is_vmap = st.busy.get(&addr).map(|a| a.flags.contains(VmFlags::MAP));
         if is_vmap != Some(vmap) {
@@ -682,7 +696,6 @@ impl Machine {
                 }
             }
             if let Some(cg) = area.memcg {
-                let cpu = self.resolve_cpu(&AllocContext::default()).unwrap_or(0);
                 self.memcgs.uncharge(
                     cg,
                     area.pages.len() as u64,
@@ -690,7 +703,7 @@ impl Machine {
                     cpu,
                 );
             }
-            self.release_pages(&area.pages, area.page_order);
+            self.release_pages(&area.pages, area.page_order, cpu);
             self.vstats
                 .pages
                 .fetch_sub(area.pages.len() as u64, Relaxed);

@@ -340,3 +340,25 @@ proptest! {
         m.check_fully_merged().map_err(TestCaseError::fail)?;
     }
 }
+
+/// `vfree_on` returns an area's pages to the named CPU's pcp lists (plain `vfree` to
+/// the calling thread's), so a replayed trace frees where it was recorded; an unknown
+/// CPU is an error that frees nothing.
+#[test]
+fn vfree_on_a_cpu_fills_that_cpus_pcp_lists() {
+    let m = machine();
+    // vmalloc takes GFP_KERNEL pages: on a 1 GiB machine, DMA32 is the highest zone.
+    let zone = m
+        .zones()
+        .iter()
+        .rposition(|z| z.populated())
+        .expect("a populated zone");
+    let pcp = |cpu: usize| m.pagesets(zone)[cpu].count;
+    let a = m.vmalloc(8 * 4096, &ctx()).unwrap();
+    let before = pcp(1);
+    let bad = m.vfree_on(a, &AllocContext::on_cpu(7)).unwrap_err();
+    assert_eq!(bad.reason(), "NO_SUCH_CPU");
+    m.vfree_on(a, &AllocContext::on_cpu(1)).unwrap();
+    assert_eq!(pcp(1), before + 8, "eight order-0 pages on CPU 1's lists");
+    ok(&m);
+}

@@ -237,9 +237,10 @@ impl Api {
     }
 
     pub fn free_pages(&self, r: &pb::FreePagesRequest) -> Result<(), ApiError> {
+        let ctx = self.free_ctx(r.cpu)?;
         let pfn = self.pfn_of(r.pfn, r.addr)?;
         let order = order_field(r.order)?;
-        Ok(self.machine.free_pages(pfn, order)?)
+        Ok(self.machine.free_pages_on(pfn, order, &ctx)?)
     }
 
     pub fn alloc_pages_exact(
@@ -258,8 +259,9 @@ impl Api {
     }
 
     pub fn free_pages_exact(&self, r: &pb::FreePagesExactRequest) -> Result<(), ApiError> {
+        let ctx = self.free_ctx(r.cpu)?;
         let pfn = self.pfn_of(0, r.addr)?;
-        Ok(self.machine.free_pages_exact(pfn, r.size)?)
+        Ok(self.machine.free_pages_exact_on(pfn, r.size, &ctx)?)
     }
 
     pub fn kmalloc(
@@ -468,8 +470,9 @@ impl Api {
         })
     }
 
-    pub fn vfree(&self, addr: u64) -> Result<(), ApiError> {
-        Ok(self.machine.vfree(addr)?)
+    pub fn vfree(&self, r: &pb::VfreeRequest) -> Result<(), ApiError> {
+        let ctx = self.free_ctx(r.cpu)?;
+        Ok(self.machine.vfree_on(r.addr, &ctx)?)
     }
 
     pub fn kvmalloc(
@@ -586,7 +589,7 @@ impl Api {
             Op::CacheAlloc(r) => Allocation(self.cache_alloc(r, d, c)?),
             Op::CacheFree(r) => self.cache_free(r).map(|_| Done)?,
             Op::Vmalloc(r) => Allocation(self.vmalloc(r, d, c)?),
-            Op::Vfree(r) => self.vfree(r.addr).map(|_| Done)?,
+            Op::Vfree(r) => self.vfree(r).map(|_| Done)?,
             Op::Kvmalloc(r) => Allocation(self.kvmalloc(r, d, c)?),
             Op::Kvfree(r) => self.kvfree(r).map(|_| Done)?,
             Op::Krealloc(r) => Allocation(self.krealloc(r, d, c)?),

@@ -390,6 +390,7 @@ impl From<VmallocError> for ApiError {
                 kind: "page",
                 name: format!("pfn/{pfn:#x}"),
             }),
+            VmallocError::NoSuchCpu { .. } => ApiError::bad("cpu", e.reason(), msg),
         }
     }
 }

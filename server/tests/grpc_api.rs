@@ -704,3 +704,66 @@ async fn memory_high_throttle_is_reported_and_waited_up_to_the_cap() {
             .unwrap();
     }
 }
+
+/// FreePages, FreePagesExact and Vfree run on the CPU they name (a replayed trace frees
+/// where it was recorded); a CPU the machine lacks is INVALID_ARGUMENT / NO_SUCH_CPU
+/// and frees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_and_vmalloc_frees_take_a_cpu() {
+    let (_srv, c) = common::start().await;
+    let op = |op| pb::Operation { op: Some(op) };
+    let r = c
+        .batch(pb::BatchRequest {
+            operations: vec![
+                op(Op::AllocPages(Box::new(pb::AllocPagesRequest {
+                    order: 1,
+                    ..Default::default()
+                }))),
+                op(Op::Vmalloc(Box::new(pb::VmallocRequest {
+                    size: 16 << 10,
+                    ..Default::default()
+                }))),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pages = r[0].allocation.as_ref().unwrap().clone();
+    let area = r[1].allocation.as_ref().unwrap().addr;
+    let frees = |cpu| {
+        vec![
+            op(Op::FreePages(Box::new(pb::FreePagesRequest {
+                pfn: pages.pfn.unwrap(),
+                order: 1,
+                cpu: Some(cpu),
+                ..Default::default()
+            }))),
+            op(Op::Vfree(Box::new(pb::VfreeRequest {
+                addr: area,
+                cpu: Some(cpu),
+            }))),
+        ]
+    };
+    let bad = c
+        .batch(pb::BatchRequest {
+            operations: frees(99),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for x in &bad {
+        let e = Error::from_rpc_status(x.status.as_ref().expect("refused")).unwrap();
+        assert_eq!(
+            (e.code(), e.reason()),
+            (Code::InvalidArgument, Some("NO_SUCH_CPU"))
+        );
+    }
+    let ok = c
+        .batch(pb::BatchRequest {
+            operations: frees(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(ok.iter().all(|x| x.status.is_none()), "{ok:?}");
+}

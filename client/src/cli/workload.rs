@@ -162,36 +162,30 @@ fn cache_ref(cache: &str) -> Option<pb::CacheRef> {
 }
 
 impl Live {
-    /// The free operation; on a pinned CPU every kind goes through the generic `Free`
-    /// (FreePages and Vfree carry no CPU of their own).
+    /// The free operation, run on `cpu` when the workload pins one.
     fn op(&self, cpu: Option<u32>) -> Op {
-        if cpu.is_some() {
-            return Op::Free(Box::new(pb::FreeRequest {
-                addr: self.free_addr(),
-                cpu,
-            }));
-        }
         match self {
             Live::Kfree { addr } => Op::Kfree(Box::new(pb::KfreeRequest {
                 addr: *addr,
                 sensitive: false,
-                cpu: None,
+                cpu,
             })),
             Live::FreePages { pfn, order } => Op::FreePages(Box::new(pb::FreePagesRequest {
                 pfn: *pfn,
                 addr: 0,
                 order: *order,
+                cpu,
             })),
-            Live::Vfree { addr } => Op::Vfree(Box::new(pb::VfreeRequest { addr: *addr })),
+            Live::Vfree { addr } => Op::Vfree(Box::new(pb::VfreeRequest { addr: *addr, cpu })),
             Live::Kvfree { addr } => Op::Kvfree(Box::new(pb::KvfreeRequest {
                 addr: *addr,
                 sensitive_len: 0,
-                cpu: None,
+                cpu,
             })),
             Live::CacheFree { cache, addr } => Op::CacheFree(Box::new(pb::CacheFreeRequest {
                 cache: cache_ref(cache),
                 addr: *addr,
-                cpu: None,
+                cpu,
             })),
         }
     }

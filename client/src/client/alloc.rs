@@ -58,6 +58,7 @@ impl Client {
             pfn,
             addr: 0,
             order,
+            cpu: None,
         };
         self.alloc.clone().free_pages(self.req(r)).await?;
         Ok(())
@@ -77,6 +78,7 @@ impl Client {
             pfn: 0,
             addr,
             order,
+            cpu: None,
         };
         self.alloc.clone().free_pages(self.req(r)).await?;
         Ok(())
@@ -118,7 +120,11 @@ impl Client {
     pub async fn free_pages_exact(&self, addr: u64, size: u64) -> R<()> {
         self.alloc
             .clone()
-            .free_pages_exact(self.req(pb::FreePagesExactRequest { addr, size }))
+            .free_pages_exact(self.req(pb::FreePagesExactRequest {
+                addr,
+                size,
+                cpu: None,
+            }))
             .await?;
         Ok(())
     }

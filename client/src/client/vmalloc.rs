@@ -65,7 +65,7 @@ impl Client {
     pub async fn vfree(&self, addr: u64) -> R<()> {
         self.alloc
             .clone()
-            .vfree(self.req(pb::VfreeRequest { addr }))
+            .vfree(self.req(pb::VfreeRequest { addr, cpu: None }))
             .await?;
         Ok(())
     }

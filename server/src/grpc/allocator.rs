@@ -310,10 +310,7 @@ impl AllocatorService for AllocatorSvc {
         req: Request<pb::VfreeRequest>,
     ) -> Result<Response<pb::VfreeResponse>, Status> {
         self.plain(&req)?;
-        done(
-            self.shared.api.vfree(req.get_ref().addr),
-            pb::VfreeResponse {},
-        )
+        done(self.shared.api.vfree(req.get_ref()), pb::VfreeResponse {})
     }
 
     async fn kvmalloc(
