@@ -46,7 +46,7 @@ use crate::page::PAGE_SIZE;
 use crate::units::ByteSize;
 
 mod objcg;
-pub use objcg::{obj_full_size, ObjStock};
+pub use objcg::{obj_full_size, ObjBytes, ObjStock};
 
 /// `PAGE_COUNTER_MAX` (pages): "max".
 pub const COUNTER_MAX: u64 = i64::MAX as u64 / PAGE_SIZE;

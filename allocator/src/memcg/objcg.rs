@@ -28,6 +28,15 @@ pub struct ObjStock {
     pending: [i64; NR_STAT],
 }
 
+/// One object's charge: its cgroup, its bytes (`obj_full_size`) and the stat item
+/// they count under.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjBytes {
+    pub cg: CgroupId,
+    pub bytes: u64,
+    pub item: StatItem,
+}
+
 /// `obj_full_size`: what one slab object costs its cgroup (the slot plus the pointer
 /// to its object cgroup).
 pub fn obj_full_size(slot: u32) -> u64 {
@@ -96,99 +105,84 @@ impl Memcgs {
             .collect()
     }
 
-    /// `obj_cgroup_charge`: charge `bytes` of an object to `id`, byte-precisely,
+    /// `obj_cgroup_charge`: charge an object's bytes to its cgroup, byte-precisely,
     /// through CPU `cpu`'s stock; pages are charged as the stock runs dry.
     pub fn charge_obj(
         &self,
         cpu: usize,
-        id: CgroupId,
-        bytes: u64,
-        item: StatItem,
+        o: ObjBytes,
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<Charged, MemcgError> {
         let cpu = cpu % self.locals.len();
         let stock = &mut self.locals[cpu].lock().obj_stock;
-        self.charge_obj_stock(stock, cpu, id, bytes, item, gfp, ctx)
+        self.charge_obj_stock(stock, cpu, o, gfp, ctx)
     }
 
     /// [`Memcgs::charge_obj`] with CPU `cpu`'s local state already locked.
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn charge_obj_stock(
         &self,
         stock: &mut ObjStock,
         cpu: usize,
-        id: CgroupId,
-        bytes: u64,
-        item: StatItem,
+        o: ObjBytes,
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<Charged, MemcgError> {
-        if stock.cg == Some(id) && stock.bytes >= bytes {
-            stock.bytes -= bytes;
-            self.account_stock(stock, item, bytes as i64);
-            return Ok(Charged::default());
+        let mut charged = Charged::default();
+        if stock.cg != Some(o.cg) || stock.bytes < o.bytes {
+            charged = self.refill_stock_for(stock, cpu, o, gfp, ctx)?;
         }
-        self.refill_and_charge(stock, cpu, id, bytes, item, gfp, ctx)
+        stock.bytes -= o.bytes;
+        self.account_stock(stock, o.item, o.bytes as i64);
+        Ok(charged)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Make the stock hold at least `o.bytes` for `o.cg`: switch it to that cgroup
+    /// (draining the old one), then charge whole pages for what is missing.
     #[inline(never)]
-    fn refill_and_charge(
+    fn refill_stock_for(
         &self,
         stock: &mut ObjStock,
         cpu: usize,
-        id: CgroupId,
-        bytes: u64,
-        item: StatItem,
+        o: ObjBytes,
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<Charged, MemcgError> {
-        if stock.cg != Some(id) {
+        if stock.cg != Some(o.cg) {
             self.drain_stock(stock, cpu);
-            stock.cg = Some(id);
-            stock.bytes = self.get(id).map_or(0, |c| c.carry.swap(0, Relaxed));
+            stock.cg = Some(o.cg);
+            stock.bytes = self.get(o.cg).map_or(0, |c| c.carry.swap(0, Relaxed));
         }
-        let mut charged = Charged::default();
-        if stock.bytes < bytes {
-            let pages = (bytes - stock.bytes).div_ceil(PAGE_SIZE);
-            charged = self.try_charge(id, pages, gfp, ctx, cpu)?;
-            stock.bytes += pages * PAGE_SIZE;
+        if stock.bytes >= o.bytes {
+            return Ok(Charged::default());
         }
-        stock.bytes -= bytes;
-        self.account_stock(stock, item, bytes as i64);
+        let pages = (o.bytes - stock.bytes).div_ceil(PAGE_SIZE);
+        let charged = self.try_charge(o.cg, pages, gfp, ctx, cpu)?;
+        stock.bytes += pages * PAGE_SIZE;
         Ok(charged)
     }
 
     /// `obj_cgroup_uncharge`: the bytes go back to the stock (or the cgroup's carry);
     /// whole pages beyond a page of stock are uncharged.
-    pub fn uncharge_obj(&self, cpu: usize, id: CgroupId, bytes: u64, item: StatItem) {
+    pub fn uncharge_obj(&self, cpu: usize, o: ObjBytes) {
         let cpu = cpu % self.locals.len();
         let stock = &mut self.locals[cpu].lock().obj_stock;
-        self.uncharge_obj_stock(stock, cpu, id, bytes, item);
+        self.uncharge_obj_stock(stock, cpu, o);
     }
 
     /// [`Memcgs::uncharge_obj`] with CPU `cpu`'s local state already locked.
     #[inline]
-    pub(crate) fn uncharge_obj_stock(
-        &self,
-        stock: &mut ObjStock,
-        cpu: usize,
-        id: CgroupId,
-        bytes: u64,
-        item: StatItem,
-    ) {
-        if stock.cg == Some(id) {
-            self.account_stock(stock, item, -(bytes as i64));
-            stock.bytes += bytes;
-            if stock.bytes > PAGE_SIZE {
-                let pages = stock.bytes / PAGE_SIZE;
-                self.uncharge_pages(id, pages, cpu);
-                stock.bytes -= pages * PAGE_SIZE;
-            }
-        } else {
-            self.uncharge_other(id, bytes, item, cpu);
+    pub(crate) fn uncharge_obj_stock(&self, stock: &mut ObjStock, cpu: usize, o: ObjBytes) {
+        if stock.cg != Some(o.cg) {
+            return self.uncharge_other(o.cg, o.bytes, o.item, cpu);
+        }
+        self.account_stock(stock, o.item, -(o.bytes as i64));
+        stock.bytes += o.bytes;
+        if stock.bytes > PAGE_SIZE {
+            let pages = stock.bytes / PAGE_SIZE;
+            self.uncharge_pages(o.cg, pages, cpu);
+            stock.bytes -= pages * PAGE_SIZE;
         }
     }
 

@@ -76,28 +76,10 @@ impl Machine {
         let o = self
             .obj_ref(addr)
             .expect("a just allocated object resolves");
-        self.charge_slab_obj(c, cpu, cg, o.slab, o.index, gfp, ctx)
-    }
-
-    /// Charge one object of `c` to `cg` (`obj_full_size` bytes through the CPU's
-    /// object stock) and record the owner in the slab's cgroup slots.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    pub(crate) fn charge_slab_obj(
-        &self,
-        c: &KmemCache,
-        cpu: usize,
-        cg: CgroupId,
-        slab: u32,
-        index: u32,
-        gfp: Gfp,
-        ctx: &AllocContext,
-    ) -> Result<(), SlabError> {
-        let bytes = crate::memcg::obj_full_size(c.layout.size);
         self.memcgs
-            .charge_obj(cpu, cg, bytes, slab_item(c), gfp, ctx)
+            .charge_obj(cpu, obj_bytes(c, cg), gfp, ctx)
             .map_err(|e| SlabError::NoMemory(e.into()))?;
-        self.obj_exts(c).set(slab, index, cg);
+        self.obj_exts(c).set(o.slab, o.index, cg);
         Ok(())
     }
 
@@ -117,8 +99,7 @@ impl Machine {
     #[inline]
     pub(crate) fn memcg_slab_free(&self, c: &KmemCache, cg: CgroupId, ctx: &AllocContext) {
         let cpu = self.resolve_cpu(ctx).unwrap_or(0);
-        let bytes = crate::memcg::obj_full_size(c.layout.size);
-        self.memcgs.uncharge_obj(cpu, cg, bytes, slab_item(c));
+        self.memcgs.uncharge_obj(cpu, obj_bytes(c, cg));
     }
 
     /// `kmem_cache_alloc_node`.
@@ -560,7 +541,17 @@ impl Machine {
     }
 }
 
-pub(crate) fn slab_item(c: &KmemCache) -> crate::memcg::StatItem {
+/// What one object of `c` charged to `cg` costs.
+#[inline]
+pub(crate) fn obj_bytes(c: &KmemCache, cg: CgroupId) -> crate::memcg::ObjBytes {
+    crate::memcg::ObjBytes {
+        cg,
+        bytes: crate::memcg::obj_full_size(c.layout.size),
+        item: slab_item(c),
+    }
+}
+
+fn slab_item(c: &KmemCache) -> crate::memcg::StatItem {
     if c.flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
         crate::memcg::StatItem::SlabReclaimable
     } else {

@@ -292,12 +292,8 @@ impl Machine {
             .expect("a CPU with free objects has an active slab");
         let addr = c.obj_addr(cs.active_pfn, i);
         if let Some(ch) = charge {
-            let bytes = crate::memcg::obj_full_size(c.layout.size);
-            let item = super::objects::slab_item(c);
-            if let Err(e) = self
-                .memcgs
-                .charge_obj_stock(stock, cpu, ch.cg, bytes, item, ch.gfp, ch.ctx)
-            {
+            let o = super::objects::obj_bytes(c, ch.cg);
+            if let Err(e) = self.memcgs.charge_obj_stock(stock, cpu, o, ch.gfp, ch.ctx) {
                 Slab::set(&mut cs.bits, i, true);
                 cs.freelist.push(i);
                 return Some(Err(SlabError::NoMemory(e.into())));
@@ -338,9 +334,8 @@ impl Machine {
         cs.free_fastpath += 1;
         cs.free_total += 1;
         if let Some(cg) = cg {
-            let bytes = crate::memcg::obj_full_size(c.layout.size);
-            let item = super::objects::slab_item(c);
-            self.memcgs.uncharge_obj_stock(stock, cpu, cg, bytes, item);
+            let o = super::objects::obj_bytes(c, cg);
+            self.memcgs.uncharge_obj_stock(stock, cpu, o);
         }
         FastFree::Done
     }
