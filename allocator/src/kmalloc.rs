@@ -365,11 +365,8 @@ impl Machine {
     #[inline(always)]
     fn kfree_fast(&self, addr: u64, ctx: &AllocContext) -> Option<Result<(), SlabError>> {
         let pfn = addr.checked_sub(PAGE_OFFSET)? / PAGE_SIZE;
-        if pfn >= self.pages().nr_pages() {
-            return None;
-        }
         // The head page itself first (every order-0 slab), then the general search.
-        let w = self.pages().get(pfn);
+        let w = self.pages().try_get(pfn)?;
         let (head, w) = if w.kind() == PageKind::Alloc {
             (pfn, w)
         } else {

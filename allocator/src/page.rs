@@ -273,6 +273,13 @@ impl PageMap {
         PageWord(self.words[pfn as usize].load(Ordering::Acquire))
     }
 
+    /// [`PageMap::get`] for a pfn that may be beyond the end of memory.
+    #[inline]
+    pub fn try_get(&self, pfn: Pfn) -> Option<PageWord> {
+        let w = self.words.get(usize::try_from(pfn).ok()?)?;
+        Some(PageWord(w.load(Ordering::Acquire)))
+    }
+
     /// Plain store: only for pages whose owner holds the lock that guards them (a zone
     /// lock for buddy pages, the CPU's lock for pcp pages).
     #[inline]

@@ -429,14 +429,13 @@ impl Machine {
         let free = t.partial_free_objects();
         let (nr_slabs, objects) = (t.nr_slabs, t.total_objects);
         drop(t);
-        let (mut cpu_slabs, mut fast) = (0, [0u64; 4]);
+        let (mut cpu_slabs, mut fast) = (0, [0u64; 3]);
         for cpu in 0..self.nr_cpus() {
             let cs = self.cpu_slab(c, cpu);
             cpu_slabs += cs.active.is_some() as u64 + cs.partial.len() as u64;
             fast[0] += cs.alloc_fastpath;
             fast[1] += cs.free_fastpath;
-            fast[2] += cs.alloc_total;
-            fast[3] += cs.free_total;
+            fast[2] += cs.free_slow_done;
         }
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         CacheInfo {
@@ -463,8 +462,8 @@ impl Machine {
             alloc_slab: g(&c.stats.alloc_slab),
             free_slab: g(&c.stats.free_slab),
             order_fallback: g(&c.stats.order_fallback),
-            alloc_total: fast[2],
-            free_total: fast[3],
+            alloc_total: fast[0] + g(&c.stats.alloc_slowpath),
+            free_total: fast[1] + fast[2],
             destroyed: c.destroyed.load(Relaxed),
         }
     }

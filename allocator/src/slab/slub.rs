@@ -190,8 +190,10 @@ pub struct CpuSlab {
     pub remote: u32,
     pub alloc_fastpath: u64,
     pub free_fastpath: u64,
-    pub alloc_total: u64,
-    pub free_total: u64,
+    /// Frees that took the slow path and succeeded (the total is this plus
+    /// `free_fastpath`; allocations need no such count: every one is either a fast
+    /// pop or counted in the cache's `alloc_slowpath`).
+    pub free_slow_done: u64,
 }
 
 impl Machine {
@@ -301,7 +303,6 @@ impl Machine {
             self.obj_exts(c).set(slab, i, ch.cg);
         }
         cs.alloc_fastpath += 1;
-        cs.alloc_total += 1;
         Some(Ok(addr))
     }
 
@@ -332,7 +333,6 @@ impl Machine {
         Slab::set(&mut cs.bits, index, true);
         cs.freelist.push(index);
         cs.free_fastpath += 1;
-        cs.free_total += 1;
         if let Some(cg) = cg {
             let o = super::objects::obj_bytes(c, cg);
             self.memcgs.uncharge_obj_stock(stock, cpu, o);
@@ -349,7 +349,6 @@ impl Machine {
     ) -> Result<u64, SlabError> {
         let cpu = self.resolve_cpu(ctx)?;
         let mut cs = self.cpu_slab(c, cpu);
-        cs.alloc_total += 1;
         if let Some(i) = cs.freelist.pop() {
             Slab::set(&mut cs.bits, i, false);
             cs.alloc_fastpath += 1;
@@ -542,7 +541,6 @@ impl Machine {
                 Slab::set(&mut cs.bits, o.index, true);
                 cs.freelist.push(o.index);
                 cs.free_fastpath += 1;
-                cs.free_total += 1;
                 return Ok(cg);
             }
         }
@@ -572,7 +570,7 @@ impl Machine {
             let s = t.slab(o.slab);
             s.free.push(o.index);
             Slab::set(&mut s.free_bits, o.index, true);
-            cs.free_total += 1;
+            cs.free_slow_done += 1;
             if matches!(state, SlabState::Active(_)) {
                 cs.remote += 1;
             }
