@@ -23,8 +23,9 @@ use crate::slab::CpuSlab;
 /// One CPU's local state.
 #[derive(Default)]
 pub struct CpuLocal {
-    /// Per cache (indexed by cache id): `kmem_cache_cpu`.
-    pub slabs: Vec<CpuSlab>,
+    /// Per cache (indexed by cache id): `kmem_cache_cpu`, each on its own cache
+    /// lines (the vectors of different CPUs are separate heap blocks that may touch).
+    pub slabs: Vec<CachePadded<CpuSlab>>,
     /// `obj_stock_pcp`.
     pub obj_stock: ObjStock,
 }
@@ -59,7 +60,7 @@ impl<'a> CpuSlabGuard<'a> {
     #[inline]
     pub(crate) fn parts(&mut self) -> (&mut CpuSlab, &mut ObjStock) {
         let l = &mut *self.g;
-        (&mut l.slabs[self.id], &mut l.obj_stock)
+        (&mut *l.slabs[self.id], &mut l.obj_stock)
     }
 }
 

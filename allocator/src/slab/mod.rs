@@ -532,7 +532,8 @@ impl Machine {
         for l in self.cpu_locals.iter() {
             let mut l = l.lock();
             debug_assert_eq!(l.slabs.len(), id, "cache ids are dense");
-            l.slabs.push(CpuSlab::default());
+            l.slabs
+                .push(crossbeam_utils::CachePadded::new(CpuSlab::default()));
         }
         let cache = KmemCache {
             id: id as u16,
