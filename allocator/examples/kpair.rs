@@ -14,8 +14,8 @@ fn main() {
         .unwrap_or(100_000);
     let mut k = page_workloads::Kmem::on_cpu(&m, 0);
     let mut mixed = (what == "mixed").then(|| page_workloads::Mixed::fill(&mut k, 42));
-    let mut b = page_workloads::baseline();
-    let mut mixed_b = (what == "mixed-baseline").then(|| page_workloads::Mixed::fill(&mut b, 42));
+    let mut b = (what == "mixed-baseline").then(page_workloads::baseline);
+    let mut mixed_b = b.as_mut().map(|b| page_workloads::Mixed::fill(b, 42));
     let t = std::time::Instant::now();
     for _ in 0..n {
         match what.as_str() {
@@ -24,7 +24,7 @@ fn main() {
                 m.free_pages_on(b.pfn, 0, &c).unwrap();
             }
             "mixed" => mixed.as_mut().unwrap().step(&mut k),
-            "mixed-baseline" => mixed_b.as_mut().unwrap().step(&mut b),
+            "mixed-baseline" => mixed_b.as_mut().unwrap().step(b.as_mut().unwrap()),
             _ => {
                 let o = m
                     .kmalloc(std::hint::black_box(64), Gfp::GFP_KERNEL, &c)
