@@ -17,9 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kmem_allocator::ByteSize;
-use kmem_client::{Client, Opts};
-use kmem_server::config::Config;
+use kmem_client::Opts;
 
 mod common;
 use common::{find, get};
@@ -100,18 +98,11 @@ async fn node_exporter_families_match_a_real_node_exporter() {
         return;
     };
     let started = Instant::now();
-    let mut cfg = Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    cfg.machine.memory = ByteSize(1 << 30);
-    cfg.metrics.node_exporter_compat = true;
-    cfg.metrics.cadvisor_compat = true;
-    let r = kmem_server::start(cfg).await.expect("server starts");
-    let c = Client::connect(&format!("http://{}", r.grpc_addr))
-        .await
-        .expect("client connects");
+    let (r, c) = common::start_with(|cfg| {
+        cfg.metrics.node_exporter_compat = true;
+        cfg.metrics.cadvisor_compat = true;
+    })
+    .await;
     let _held = c.kmalloc(1000, &Opts::gfp("GFP_KERNEL")).await.unwrap();
 
     // The reference node_exporter on a free loopback port.

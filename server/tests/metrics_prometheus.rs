@@ -9,9 +9,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kmem_allocator::ByteSize;
-use kmem_client::{Client, Opts};
-use kmem_server::config::Config;
+use kmem_client::Opts;
 use tokio::io::AsyncWriteExt;
 
 mod common;
@@ -80,21 +78,14 @@ async fn prometheus_scrapes_kmemd() {
         return;
     };
     let started = Instant::now();
-    let mut cfg = Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    cfg.machine.memory = ByteSize(1 << 30);
     // Every family on: promtool lints the native ones, Prometheus ingests them all.
-    cfg.metrics.node_exporter_compat = true;
-    cfg.metrics.cadvisor_compat = true;
-    cfg.metrics.alloc_time_every = 1;
-    let r = kmem_server::start(cfg).await.expect("server starts");
+    let (r, c) = common::start_with(|cfg| {
+        cfg.metrics.node_exporter_compat = true;
+        cfg.metrics.cadvisor_compat = true;
+        cfg.metrics.alloc_time_every = 1;
+    })
+    .await;
     let http = r.http_addr.to_string();
-    let c = Client::connect(&format!("http://{}", r.grpc_addr))
-        .await
-        .expect("client connects");
 
     // Known traffic: 7 OK Kmalloc calls and one InvalidArgument (a trailers-only answer).
     let mut held = Vec::new();

@@ -153,18 +153,7 @@ pub(super) fn write_cadvisor(w: &mut Writer, cgroups: &Cgroups) {
             ("name", String::new()),
         ]
     };
-    for (name, help, get) in CADVISOR_GAUGES {
-        w.family(name, "gauge", help);
-        for c in &cgs {
-            let l = base(c);
-            w.sample(
-                name,
-                &[(l[0].0, &l[0].1), (l[1].0, &l[1].1), (l[2].0, &l[2].1)],
-                get(c),
-            );
-        }
-    }
-    let counters: [(&str, &str, CgFn); 2] = [
+    const CADVISOR_COUNTERS: [(&str, &str, CgFn); 2] = [
         (
             "container_memory_failcnt",
             "Number of memory usage hits limits",
@@ -176,8 +165,12 @@ pub(super) fn write_cadvisor(w: &mut Writer, cgroups: &Cgroups) {
             |c| c.event("oom_kill"),
         ),
     ];
-    for (name, help, get) in counters {
-        w.family(name, "counter", help);
+    let families = CADVISOR_GAUGES
+        .iter()
+        .map(|f| (f, "gauge"))
+        .chain(CADVISOR_COUNTERS.iter().map(|f| (f, "counter")));
+    for (&(name, help, get), kind) in families {
+        w.family(name, kind, help);
         for c in &cgs {
             let l = base(c);
             w.sample(
