@@ -1,8 +1,10 @@
-//! One workload per run, for callgrind and perf: `kpair kmalloc|pages|mixed|mixed-baseline N`.
+//! One workload per run, for callgrind and perf:
+//! `kpair kmalloc|kmalloc-pinned|pages|pages-pinned|mixed|mixed-pinned|mixed-baseline N`.
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
 
 #[path = "../benches/common/page_workloads.rs"]
 mod page_workloads;
+use page_workloads::{Mixed, PageAllocator};
 
 fn main() {
     let m = Machine::boot(MachineConfig::bare(ByteSize::gib(16))).unwrap();
@@ -12,20 +14,24 @@ fn main() {
         .nth(2)
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let mut k = page_workloads::Kmem::on_cpu(&m, 0);
-    let mut mixed = (what == "mixed").then(|| page_workloads::Mixed::fill(&mut k, 42));
-    let mut b = (what == "mixed-baseline").then(page_workloads::baseline);
-    let mut mixed_b = b.as_mut().map(|b| page_workloads::Mixed::fill(b, 42));
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        match what.as_str() {
-            "pages" => {
-                let b = m.alloc_pages(Gfp::GFP_KERNEL, 0, &c).unwrap();
-                m.free_pages_on(b.pfn, 0, &c).unwrap();
+    let t: std::time::Instant;
+    match what.as_str() {
+        "pages" | "mixed" => t = run(&mut page_workloads::Kmem::on_cpu(&m, 0), &what, n),
+        "pages-pinned" | "mixed-pinned" => t = run(&mut m.pin_cpu(&c).unwrap(), &what, n),
+        "mixed-baseline" => t = run(&mut page_workloads::baseline(), &what, n),
+        "kmalloc-pinned" => {
+            let mut p = m.pin_cpu(&c).unwrap();
+            t = std::time::Instant::now();
+            for _ in 0..n {
+                let o = p
+                    .kmalloc(std::hint::black_box(64), Gfp::GFP_KERNEL)
+                    .unwrap();
+                p.kfree(o.addr).unwrap();
             }
-            "mixed" => mixed.as_mut().unwrap().step(&mut k),
-            "mixed-baseline" => mixed_b.as_mut().unwrap().step(b.as_mut().unwrap()),
-            _ => {
+        }
+        _ => {
+            t = std::time::Instant::now();
+            for _ in 0..n {
                 let o = m
                     .kmalloc(std::hint::black_box(64), Gfp::GFP_KERNEL, &c)
                     .unwrap();
@@ -34,4 +40,17 @@ fn main() {
         }
     }
     eprintln!("{what}: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
+}
+
+/// Time `n` steps of the page workload `what` names (the mixed workload pre-filled).
+fn run<A: PageAllocator>(a: &mut A, what: &str, n: u32) -> std::time::Instant {
+    let mut mixed = what.starts_with("mixed").then(|| Mixed::fill(a, 42));
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        match &mut mixed {
+            Some(x) => x.step(a),
+            None => page_workloads::order0_pair(a),
+        }
+    }
+    t
 }

@@ -68,6 +68,9 @@ fn main() {
         "kmalloc_pair/64B/host_malloc",
         "kmalloc_accounted_pair/plain",
         "kmalloc_accounted_pair/accounted",
+        "order0_pair/kmem_pinned",
+        "mixed_orders_100k_live/kmem_pinned",
+        "kmalloc_pair/64B/kmem_pinned",
     ];
     let mut t: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let end = Instant::now() + Duration::from_secs(secs);
@@ -92,6 +95,22 @@ fn main() {
                     .unwrap();
                 m.kfree(o.addr, &in_cg).unwrap();
             }),
+            // A pin per chunk, as a Batch would take one: its cost is amortised.
+            {
+                let mut p = m.pin_cpu(&cpu0).expect("pin");
+                time(|| order0_pair(&mut p))
+            },
+            {
+                let mut p = m.pin_cpu(&cpu0).expect("pin");
+                time(|| mk.step(&mut p))
+            },
+            {
+                let mut p = m.pin_cpu(&cpu0).expect("pin");
+                time(|| {
+                    let o = p.kmalloc(black_box(64), Gfp::GFP_KERNEL).unwrap();
+                    p.kfree(o.addr).unwrap();
+                })
+            },
         ];
         for (v, x) in t.iter_mut().zip(round) {
             v.push(x);
@@ -112,6 +131,11 @@ fn main() {
         (2, 3, "mixed kmem / buddy_system_allocator"),
         (4, 5, "kmalloc-64 pair / host malloc pair"),
         (7, 6, "accounted / plain kmalloc-64 pair"),
+        (8, 1, "order0 pinned / buddy_system_allocator"),
+        (9, 3, "mixed pinned / buddy_system_allocator"),
+        (10, 5, "kmalloc-64 pinned / host malloc pair"),
+        (8, 0, "order0 pinned / per-call"),
+        (10, 4, "kmalloc-64 pinned / per-call"),
     ] {
         let mut r: Vec<f64> = t[a].iter().zip(&t[bb]).map(|(x, y)| x / y).collect();
         println!(

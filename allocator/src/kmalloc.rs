@@ -15,6 +15,7 @@ use crate::gfp::Gfp;
 use crate::machine::Machine;
 use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, MAX_ORDER, PAGE_SIZE};
+use crate::percpu::CpuLocal;
 use crate::slab::layout::get_order;
 use crate::slab::slub::{double_free, FastFree, ObjCharge};
 use crate::slab::{
@@ -190,7 +191,7 @@ impl Machine {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<KmallocObj, SlabError> {
-        if let Some(r) = self.kmalloc_fast(size, gfp, ctx) {
+        if let Some(r) = self.kmalloc_fast(size, gfp, ctx, None) {
             return r;
         }
         self.kmalloc_general(size, gfp, ctx)
@@ -203,11 +204,15 @@ impl Machine {
     /// strips IO/FS/MOVABLE, which matter when a new slab is allocated (the general
     /// path). Anything else takes the general path, which checks everything in full.
     #[inline(always)]
-    fn kmalloc_fast(
+    ///
+    /// `held` is the context CPU's local state when the caller already holds its lock
+    /// (a [`crate::PinnedCpu`]).
+    pub(crate) fn kmalloc_fast(
         &self,
         size: u64,
         gfp: Gfp,
         ctx: &AllocContext,
+        held: Option<&mut CpuLocal>,
     ) -> Option<Result<KmallocObj, SlabError>> {
         if gfp.0 & (SLAB_BUG_MASK | Gfp::ZERO.0) != 0 || self.cfg.init_on_alloc {
             return None;
@@ -226,7 +231,11 @@ impl Machine {
             })
             .map(|cg| ObjCharge { cg, gfp, ctx });
         let cpu = self.fast_cpu(ctx)?;
-        let addr = match self.slab_alloc_fast(c, cpu, charge)? {
+        let got = match held {
+            Some(l) => self.slab_alloc_fast_in(l, c, cpu, charge),
+            None => self.slab_alloc_fast(c, cpu, charge),
+        };
+        let addr = match got? {
             Ok(a) => a,
             Err(e) => return Some(Err(e)),
         };
@@ -363,7 +372,12 @@ impl Machine {
     /// cache (a charged object is uncharged as on the general path). `None` for anything else (including every
     /// error), which the general path then resolves and reports in full.
     #[inline(always)]
-    fn kfree_fast(&self, addr: u64, ctx: &AllocContext) -> Option<Result<(), SlabError>> {
+    pub(crate) fn kfree_fast(
+        &self,
+        addr: u64,
+        ctx: &AllocContext,
+        held: Option<&mut CpuLocal>,
+    ) -> Option<Result<(), SlabError>> {
         let pfn = addr.checked_sub(PAGE_OFFSET)? / PAGE_SIZE;
         // The head page itself first (every order-0 slab), then the general search.
         let w = self.pages().try_get(pfn)?;
@@ -389,7 +403,11 @@ impl Machine {
             return None;
         }
         let cpu = self.fast_cpu(ctx)?;
-        match self.slab_free_fast(c, w.aux(), head, index, cpu) {
+        let freed = match held {
+            Some(l) => self.slab_free_fast_in(l, c, w.aux(), head, index, cpu),
+            None => self.slab_free_fast(c, w.aux(), head, index, cpu),
+        };
+        match freed {
             FastFree::Done => Some(Ok(())),
             FastFree::DoubleFree => Some(Err(double_free(c, head, index))),
             FastFree::Miss => None,
@@ -400,7 +418,7 @@ impl Machine {
     /// from the address.
     #[inline]
     pub fn kfree(&self, addr: u64, ctx: &AllocContext) -> Result<(), SlabError> {
-        match self.kfree_fast(addr, ctx) {
+        match self.kfree_fast(addr, ctx, None) {
             Some(r) => r,
             None => self.kfree_general(addr, ctx),
         }

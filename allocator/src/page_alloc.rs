@@ -31,10 +31,11 @@ use crate::context::{AllocContext, GiveUp, Scope};
 use crate::gfp::{Gfp, GfpError};
 use crate::machine::Machine;
 use crate::mem::ZoneType;
+use crate::memcg::CgroupId;
 use crate::page::{
     MigrateType, PageKind, PageWord, Pfn, MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SIZE,
 };
-use crate::pcp::{pcp_allowed_order, pindex};
+use crate::pcp::{pcp_allowed_order, pindex, CpuState};
 use crate::vmstat::{Event, RareEvents};
 use crate::zone::{Wmark, Zone};
 
@@ -419,15 +420,76 @@ impl Machine {
         order: u8,
         ctx: &AllocContext,
     ) -> Result<PageBlock, AllocError> {
-        if order > MAX_ORDER {
-            RareEvents::inc(&self.mm.ev.alloc_fail_order);
-            if !gfp.contains(Gfp::NOWARN) {
-                self.log.warn(format!(
-                    "WARNING: alloc_pages: order {order} > MAX_PAGE_ORDER {MAX_ORDER}, mode:{:#x}({gfp})",
-                    gfp.0
-                ));
+        let (req, first, flags) = self.prepare_alloc(gfp, order, ctx)?;
+        // The common case, checked first without the general walk: the preferred zone
+        // passes its low watermark and the CPU's pcp list has a block. This is exactly
+        // the first step `get_page_from_freelist` would take.
+        if let Some(zi) = first {
+            let zone = &self.zones[zi];
+            if let Some(pfn) = self.pcp_fast(zone, &req, flags, None) {
+                // Built here, straight into the result: a block built in a callee and
+                // copied would be reloaded with wider loads than its field stores,
+                // which stalls store forwarding.
+                return self.charge_page(req.block(zone, pfn, false), ctx);
             }
-            return Err(AllocError::InvalidOrder { order });
+        }
+        self.alloc_pages_general(req, flags, ctx)
+    }
+
+    /// Everything after the fast path: the zonelist walk, then the slow path.
+    #[inline(never)]
+    fn alloc_pages_general(
+        &self,
+        req: Request<'_>,
+        flags: AllocFlags,
+        ctx: &AllocContext,
+    ) -> Result<PageBlock, AllocError> {
+        let mut refusals = Vec::new();
+        if let Some(g) = self.take_from_freelist(&req, flags, &mut refusals) {
+            let b = req.block(&self.zones[g.zone()], g.pfn(), g.pfmemalloc());
+            return self.charge_page(b, ctx);
+        }
+        match self.slowpath(&req, refusals) {
+            Ok(b) => self.charge_page(b, ctx),
+            e => e,
+        }
+    }
+
+    /// [`Machine::alloc_pages`] for a caller that holds CPU `st`'s pcp lock (a
+    /// [`crate::PinnedCpu`]): the fast path only, with no memcg charge. `None` means
+    /// the caller must release the CPU and take the general path, which starts over.
+    #[inline(always)]
+    pub(crate) fn alloc_pages_pinned(
+        &self,
+        gfp: Gfp,
+        order: u8,
+        ctx: &AllocContext,
+        st: &mut CpuState,
+    ) -> Option<Result<PageBlock, AllocError>> {
+        if gfp.contains(Gfp::ACCOUNT) && ctx.cgroup.is_some_and(|c| c != CgroupId::ROOT) {
+            return None;
+        }
+        let (req, first, flags) = match self.prepare_alloc(gfp, order, ctx) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let zone = &self.zones[first?];
+        let pfn = self.pcp_fast(zone, &req, flags, Some(st))?;
+        Some(Ok(req.block(zone, pfn, false)))
+    }
+
+    /// The checks and the resolved request every allocation starts with: the order,
+    /// the mask in its scope, the CPU, the node and its zonelist; then the preferred
+    /// zone and the fast path's flags (low watermark, NOFRAGMENT, CMA).
+    #[inline(always)]
+    fn prepare_alloc<'a>(
+        &'a self,
+        gfp: Gfp,
+        order: u8,
+        ctx: &'a AllocContext,
+    ) -> Result<(Request<'a>, Option<usize>, AllocFlags), AllocError> {
+        if order > MAX_ORDER {
+            return Err(self.bad_order(order, gfp));
         }
         let gfp = match ctx.scope.apply(gfp).validate() {
             Ok(g) => g,
@@ -466,33 +528,26 @@ impl Machine {
         let first = req
             .zonelist
             .iter()
-            .find(|&&z| self.zones[z].zt <= req.highest);
+            .find(|&&z| self.zones[z].zt <= req.highest)
+            .copied();
         let mut flags = AllocFlags::WMARK_LOW;
-        if let Some(&z) = first {
+        if let Some(z) = first {
             flags = flags.with(self.nofragment(z, gfp));
         }
         flags = with_cma(gfp, flags);
-        // The common case, checked first without the general walk: the preferred zone
-        // passes its low watermark and the CPU's pcp list has a block. This is exactly
-        // the first step `get_page_from_freelist` would take.
-        if let Some(&zi) = first {
-            let zone = &self.zones[zi];
-            if let Some(pfn) = self.pcp_fast(zone, &req, flags) {
-                // Built here, straight into the result: a block built in a callee and
-                // copied would be reloaded with wider loads than its field stores,
-                // which stalls store forwarding.
-                return self.charge_page(req.block(zone, pfn, false), ctx);
-            }
+        Ok((req, first, flags))
+    }
+
+    #[cold]
+    fn bad_order(&self, order: u8, gfp: Gfp) -> AllocError {
+        RareEvents::inc(&self.mm.ev.alloc_fail_order);
+        if !gfp.contains(Gfp::NOWARN) {
+            self.log.warn(format!(
+                "WARNING: alloc_pages: order {order} > MAX_PAGE_ORDER {MAX_ORDER}, mode:{:#x}({gfp})",
+                gfp.0
+            ));
         }
-        let mut refusals = Vec::new();
-        if let Some(g) = self.take_from_freelist(&req, flags, &mut refusals) {
-            let b = req.block(&self.zones[g.zone()], g.pfn(), g.pfmemalloc());
-            return self.charge_page(b, ctx);
-        }
-        match self.slowpath(&req, refusals) {
-            Ok(b) => self.charge_page(b, ctx),
-            e => e,
-        }
+        AllocError::InvalidOrder { order }
     }
 
     /// The first step of `get_page_from_freelist` without the general walk: the
@@ -500,7 +555,13 @@ impl Machine {
     /// list (no refill here) or, for orders the pcp does not cache, from the buddy
     /// lists directly.
     #[inline(always)]
-    fn pcp_fast(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<Pfn> {
+    fn pcp_fast(
+        &self,
+        zone: &Zone,
+        req: &Request,
+        flags: AllocFlags,
+        held: Option<&mut CpuState>,
+    ) -> Option<Pfn> {
         if req.gfp.intersects(Gfp(Gfp::ZERO.0 | Gfp::COMP.0)) || self.cfg.init_on_alloc {
             return None;
         }
@@ -510,14 +571,21 @@ impl Machine {
         }
         let pfn = if pcp_allowed_order(req.order, self.thp_pcp()) {
             let pi = pindex(req.order, req.mt);
-            let mut st = self.cpus[req.cpu].state.lock();
+            let mut g;
+            let st = match held {
+                Some(st) => st,
+                None => {
+                    g = self.cpus[req.cpu].state.lock();
+                    &mut *g
+                }
+            };
             let pcp = &mut st.pcp[zone.id];
             let pfn = pcp.pop(pi)?;
             pcp.free_count >>= 1;
             pcp.count -= 1 << req.order;
             self.pages()
                 .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-            self.account_alloc(&mut st, zone, req);
+            self.account_alloc(st, zone, req);
             pfn
         } else {
             if zone.node != req.node {
@@ -542,7 +610,7 @@ impl Machine {
     #[inline(always)]
     fn charge_page(&self, b: PageBlock, ctx: &AllocContext) -> Result<PageBlock, AllocError> {
         match ctx.cgroup {
-            Some(cg) if cg != crate::memcg::CgroupId::ROOT && b.gfp.contains(Gfp::ACCOUNT) => {
+            Some(cg) if cg != CgroupId::ROOT && b.gfp.contains(Gfp::ACCOUNT) => {
                 // Scalars only: `b` itself goes nowhere but into the result, so it is
                 // built there directly.
                 self.charge_block(b.pfn, b.order, b.gfp, cg, ctx)?;
@@ -558,7 +626,7 @@ impl Machine {
         pfn: Pfn,
         order: u8,
         gfp: Gfp,
-        cg: crate::memcg::CgroupId,
+        cg: CgroupId,
         ctx: &AllocContext,
     ) -> Result<(), AllocError> {
         let cpu = self.resolve_cpu(ctx)?;
@@ -699,7 +767,7 @@ impl Machine {
     }
 
     /// Count an allocation: `pgalloc_<zone>` and the NUMA hit/miss/local/other events.
-    fn account_alloc(&self, st: &mut crate::pcp::CpuState, zone: &Zone, req: &Request) {
+    fn account_alloc(&self, st: &mut CpuState, zone: &Zone, req: &Request) {
         st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
         let local = self.cpus[req.cpu].node;
         let numa = &mut st.pcp[zone.id].numa;
@@ -1009,8 +1077,38 @@ impl Machine {
         }
         let w = self.claim_for_free(pfn, order)?;
         self.uncharge_block(w, order, cpu);
-        self.free_claimed(zi, cpu, pfn, order, w);
+        self.free_claimed(zi, cpu, pfn, order, None);
         Ok(())
+    }
+
+    /// [`Machine::free_pages_on`] for a caller that holds CPU `cpu`'s pcp lock (a
+    /// [`crate::PinnedCpu`]): the common case only, a plain page allocation with no
+    /// memcg charge, claimed with the same compare-and-swap. `None` leaves everything
+    /// unchanged and sends the caller to the general path, which reports errors.
+    #[inline(always)]
+    pub(crate) fn free_pages_pinned(
+        &self,
+        pfn: Pfn,
+        order: u8,
+        cpu: usize,
+        st: &mut CpuState,
+    ) -> Option<()> {
+        let pages = self.pages();
+        if pfn >= pages.nr_pages() {
+            return None;
+        }
+        let zi = pages.zone_of(pfn)?;
+        let w = pages.try_get(pfn)?;
+        if w.kind() != PageKind::Alloc
+            || w.order() != order
+            || w.owner() != crate::page::Owner::Pages
+            || w.aux() != 0
+        {
+            return None;
+        }
+        pages.cas(pfn, w, w.with_kind(PageKind::Freeing)).ok()?;
+        self.free_claimed(zi, cpu, pfn, order, Some(st));
+        Some(())
     }
 
     /// Free a block on behalf of a subsystem that owns it (slab, large kmalloc): the
@@ -1027,7 +1125,7 @@ impl Machine {
         })?;
         let w = self.claim_for_free(pfn, order)?;
         self.uncharge_block(w, order, cpu);
-        self.free_claimed(zi, cpu, pfn, order, w);
+        self.free_claimed(zi, cpu, pfn, order, None);
         Ok(())
     }
 
@@ -1035,7 +1133,7 @@ impl Machine {
     #[inline]
     fn uncharge_block(&self, w: PageWord, order: u8, cpu: usize) {
         if w.aux() != 0 {
-            let cg = crate::memcg::CgroupId((w.aux() - 1) as u16);
+            let cg = CgroupId((w.aux() - 1) as u16);
             self.memcgs
                 .uncharge(cg, 1 << order, crate::memcg::StatItem::Kernel, cpu);
         }
@@ -1102,14 +1200,30 @@ impl Machine {
     }
 
     /// Put a claimed block on the pcp list or the buddy lists.
-    fn free_claimed(&self, zi: usize, cpu: usize, pfn: Pfn, order: u8, _w: PageWord) {
+    /// `held` is CPU `cpu`'s pcp state when the caller already holds its lock.
+    #[inline(always)]
+    fn free_claimed(
+        &self,
+        zi: usize,
+        cpu: usize,
+        pfn: Pfn,
+        order: u8,
+        held: Option<&mut CpuState>,
+    ) {
         let zone = &self.zones[zi];
         if self.cfg.init_on_free || order >= self.cfg.release_bytes_order {
             self.content.clear(pfn, 1 << order);
         }
         let mt = self.pages().pageblock_mt(pfn);
         if pcp_allowed_order(order, self.thp_pcp()) && mt != MigrateType::Isolate {
-            let mut st = self.cpus[cpu].state.lock();
+            let mut g;
+            let st = match held {
+                Some(st) => st,
+                None => {
+                    g = self.cpus[cpu].state.lock();
+                    &mut *g
+                }
+            };
             st.events.add(Event::Pgfree, 1 << order);
             let pcp = &mut st.pcp[zone.id];
             let pi = pindex(order, mt);

@@ -30,6 +30,14 @@ pub struct CpuLocal {
     pub obj_stock: ObjStock,
 }
 
+impl CpuLocal {
+    /// Cache `id`'s `kmem_cache_cpu` and the CPU's object stock together.
+    #[inline(always)]
+    pub(crate) fn parts(&mut self, id: u16) -> (&mut CpuSlab, &mut ObjStock) {
+        (&mut *self.slabs[id as usize], &mut self.obj_stock)
+    }
+}
+
 /// Every CPU's local state; shared by the machine (slabs) and the memory
 /// controller (stocks).
 pub type CpuLocals = Arc<[CachePadded<SpinLock<CpuLocal>>]>;
@@ -55,12 +63,6 @@ impl<'a> CpuSlabGuard<'a> {
             g: l.lock(),
             id: id as usize,
         }
-    }
-    /// The cache's CPU slab and the CPU's object stock together.
-    #[inline]
-    pub(crate) fn parts(&mut self) -> (&mut CpuSlab, &mut ObjStock) {
-        let l = &mut *self.g;
-        (&mut *l.slabs[self.id], &mut l.obj_stock)
     }
 }
 

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use buddy_system_allocator::FrameAllocator;
-use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig, Pfn};
+use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig, Pfn, PinnedCpu};
 
 /// Simulated memory of every benchmark machine.
 pub const MEMORY_GIB: u64 = 16;
@@ -84,6 +84,21 @@ impl PageAllocator for Kmem<'_> {
         self.m
             .free_pages_on(pfn as Pfn, order, &self.ctx)
             .expect("free_pages_on");
+    }
+}
+
+/// kmem with the thread pinned to one simulated CPU ([`PinnedCpu`]): the same calls
+/// without the per-call CPU locks, as a kernel task on its CPU runs them.
+impl PageAllocator for PinnedCpu<'_> {
+    #[inline]
+    fn alloc(&mut self, order: u8) -> u64 {
+        self.alloc_pages(Gfp::GFP_KERNEL, order)
+            .expect("alloc_pages")
+            .pfn
+    }
+    #[inline]
+    fn free(&mut self, pfn: u64, order: u8) {
+        self.free_pages(pfn as Pfn, order).expect("free_pages");
     }
 }
 

@@ -24,7 +24,7 @@ use crate::gfp::Gfp;
 use crate::machine::Machine;
 use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, PageWord, Pfn, PAGE_SIZE};
-use crate::percpu::CpuSlabGuard;
+use crate::percpu::{CpuLocal, CpuSlabGuard};
 
 /// An object charge the allocation fast path makes.
 #[derive(Clone, Copy)]
@@ -285,8 +285,20 @@ impl Machine {
         cpu: usize,
         charge: Option<ObjCharge<'_>>,
     ) -> Option<Result<u64, SlabError>> {
-        let mut g = self.cpu_slab(c, cpu);
-        let (cs, stock) = g.parts();
+        let mut g = self.cpu_locals[cpu].lock();
+        self.slab_alloc_fast_in(&mut g, c, cpu, charge)
+    }
+
+    /// [`Machine::slab_alloc_fast`] with CPU `cpu`'s local lock already held.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_fast_in(
+        &self,
+        local: &mut CpuLocal,
+        c: &KmemCache,
+        cpu: usize,
+        charge: Option<ObjCharge<'_>>,
+    ) -> Option<Result<u64, SlabError>> {
+        let (cs, stock) = local.parts(c.id);
         let i = cs.freelist.pop()?;
         Slab::set(&mut cs.bits, i, false);
         let slab = cs
@@ -321,8 +333,22 @@ impl Machine {
         index: u32,
         cpu: usize,
     ) -> FastFree {
-        let mut g = self.cpu_slab(c, cpu);
-        let (cs, stock) = g.parts();
+        let mut g = self.cpu_locals[cpu].lock();
+        self.slab_free_fast_in(&mut g, c, slab, slab_pfn, index, cpu)
+    }
+
+    /// [`Machine::slab_free_fast`] with CPU `cpu`'s local lock already held.
+    #[inline(always)]
+    pub(crate) fn slab_free_fast_in(
+        &self,
+        local: &mut CpuLocal,
+        c: &KmemCache,
+        slab: u32,
+        slab_pfn: Pfn,
+        index: u32,
+        cpu: usize,
+    ) -> FastFree {
+        let (cs, stock) = local.parts(c.id);
         if cs.active != Some(slab) || cs.active_pfn != slab_pfn || cs.remote > 0 {
             return FastFree::Miss;
         }
