@@ -18,6 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 #[path = "common/page_workloads.rs"]
 mod common;
 use common::*;
+use kmem_allocator::{AllocContext, Machine, PinnedCpu};
 
 /// `order0_pair/{kmem,buddy_system_allocator}`: one order-0 alloc + free, single
 /// thread.
@@ -37,6 +38,10 @@ fn bench_order0_pair(c: &mut Criterion) {
     let m = machine();
     let mut k = Kmem::on_cpu(&m, 0);
     g.bench_function("kmem", |b| b.iter(|| order0_pair(&mut k)));
+    // Pinned to CPU 1 (`PinnedCpu`): the same pair without the per-call CPU lock.
+    g.bench_function("kmem_pinned", |b| {
+        b.iter_custom(|iters| pinned_loop(&m, 1, iters, |p| order0_pair(p)))
+    });
 
     let mut f = baseline();
     let _held = PageAllocator::alloc(&mut f, 0);
@@ -63,11 +68,31 @@ fn bench_mixed(c: &mut Criterion) {
     let mut k = Kmem::on_cpu(&m, 0);
     let mut mk = Mixed::fill(&mut k, SEED);
     g.bench_function("kmem", |b| b.iter(|| mk.step(&mut k)));
+    // The same live set, continued with the thread pinned to CPU 0.
+    g.bench_function("kmem_pinned", |b| {
+        b.iter_custom(|iters| pinned_loop(&m, 0, iters, |p| mk.step(p)))
+    });
 
     let mut f = baseline();
     let mut mf = Mixed::fill(&mut f, SEED);
     g.bench_function("buddy_system_allocator", |b| b.iter(|| mf.step(&mut f)));
     g.finish();
+}
+
+/// Time `iters` runs of `step` with the thread pinned to `cpu`: one pin per
+/// measurement batch, as a caller doing a run of operations would hold it.
+fn pinned_loop(
+    m: &Machine,
+    cpu: u16,
+    iters: u64,
+    mut step: impl FnMut(&mut PinnedCpu),
+) -> Duration {
+    let mut p = m.pin_cpu(&AllocContext::on_cpu(cpu)).expect("pin");
+    let start = Instant::now();
+    for _ in 0..iters {
+        step(&mut p);
+    }
+    start.elapsed()
 }
 
 /// Run `body(state, iters)` on one host thread per state, all released together by a

@@ -55,6 +55,20 @@ pub fn pairs(c: &mut Criterion, host: &str) {
             m.kfree(o.addr, &ctx).unwrap();
         })
     });
+    // The same pair with the thread pinned to CPU 1 (`PinnedCpu`, the kernel's
+    // get_cpu/put_cpu): no per-call CPU lock. One pin per measurement batch.
+    g.bench_function(BenchmarkId::new("64B", "kmem_pinned"), |b| {
+        let pin_ctx = AllocContext::on_cpu(1);
+        b.iter_custom(|iters| {
+            let mut p = m.pin_cpu(&pin_ctx).unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                let o = p.kmalloc(black_box(64), Gfp::GFP_KERNEL).unwrap();
+                p.kfree(o.addr).unwrap();
+            }
+            start.elapsed()
+        })
+    });
     g.bench_function(BenchmarkId::new("64B", host), |b| {
         b.iter(|| drop(black_box(Vec::<u8>::with_capacity(black_box(64)))))
     });
@@ -117,7 +131,9 @@ pub fn churn(c: &mut Criterion, host: &str) {
     g.finish();
 }
 
-/// 64-byte pairs on 1 and 2 threads (each its own simulated CPU): throughput.
+/// 64-byte pairs on 1 and 2 threads (each its own simulated CPU): throughput, through
+/// the per-call API (`kmalloc_pair_threads`) and with each thread pinned to its CPU
+/// (`kmalloc_pair_threads_pinned`).
 pub fn threads(c: &mut Criterion) {
     let m = machine();
     let mut g = c.benchmark_group("kmalloc_pair_threads");
@@ -136,6 +152,31 @@ pub fn threads(c: &mut Criterion) {
                             for _ in 0..iters * 10_000 {
                                 let o = m.kmalloc(64, Gfp::GFP_KERNEL, &ctx).unwrap();
                                 m.kfree(o.addr, &ctx).unwrap();
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("kmalloc_pair_threads_pinned");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for t in [1u16, 2] {
+        g.throughput(Throughput::Elements(t as u64 * 10_000));
+        g.bench_function(BenchmarkId::from_parameter(t), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for cpu in 0..t {
+                        let m = &m;
+                        s.spawn(move || {
+                            let mut p = m.pin_cpu(&AllocContext::on_cpu(cpu)).unwrap();
+                            for _ in 0..iters * 10_000 {
+                                let o = p.kmalloc(64, Gfp::GFP_KERNEL).unwrap();
+                                p.kfree(o.addr).unwrap();
                             }
                         });
                     }
