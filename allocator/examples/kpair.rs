@@ -40,6 +40,9 @@ fn main() {
         }
     }
     eprintln!("{what}: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
+    if std::env::var_os("KPAIR_VMSTAT").is_some() {
+        eprint!("{}", m.proc_file("vmstat").unwrap());
+    }
 }
 
 /// Time `n` steps of the page workload `what` names (the mixed workload pre-filled).

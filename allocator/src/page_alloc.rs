@@ -420,7 +420,20 @@ impl Machine {
         order: u8,
         ctx: &AllocContext,
     ) -> Result<PageBlock, AllocError> {
-        let (req, first, flags) = self.prepare_alloc(gfp, order, ctx)?;
+        self.prepare_alloc(gfp, order, ctx, |req, first, flags| {
+            self.alloc_prepared(req, first, flags, ctx)
+        })
+    }
+
+    /// [`Machine::alloc_pages`] once the request is resolved.
+    #[inline(always)]
+    fn alloc_prepared(
+        &self,
+        req: Request<'_>,
+        first: Option<usize>,
+        flags: AllocFlags,
+        ctx: &AllocContext,
+    ) -> Result<PageBlock, AllocError> {
         // The common case, checked first without the general walk: the preferred zone
         // passes its low watermark and the CPU's pcp list has a block. This is exactly
         // the first step `get_page_from_freelist` would take.
@@ -469,25 +482,30 @@ impl Machine {
         if gfp.contains(Gfp::ACCOUNT) && ctx.cgroup.is_some_and(|c| c != CgroupId::ROOT) {
             return None;
         }
-        let (req, first, flags) = match self.prepare_alloc(gfp, order, ctx) {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
-        };
-        let zone = &self.zones[first?];
-        let pfn = self.pcp_fast(zone, &req, flags, Some(st))?;
-        Some(Ok(req.block(zone, pfn, false)))
+        let r = self.prepare_alloc(gfp, order, ctx, |req, first, flags| {
+            let Some(zi) = first else {
+                return Ok(None);
+            };
+            let zone = &self.zones[zi];
+            Ok(self
+                .pcp_fast(zone, &req, flags, Some(st))
+                .map(|pfn| req.block(zone, pfn, false)))
+        });
+        r.transpose()
     }
 
     /// The checks and the resolved request every allocation starts with: the order,
     /// the mask in its scope, the CPU, the node and its zonelist; then the preferred
-    /// zone and the fast path's flags (low watermark, NOFRAGMENT, CMA).
+    /// zone and the fast path's flags (low watermark, NOFRAGMENT, CMA), handed to
+    /// `then`. (Passed on, not returned: a returned tuple went through memory.)
     #[inline(always)]
-    fn prepare_alloc<'a>(
+    fn prepare_alloc<'a, R>(
         &'a self,
         gfp: Gfp,
         order: u8,
         ctx: &'a AllocContext,
-    ) -> Result<(Request<'a>, Option<usize>, AllocFlags), AllocError> {
+        then: impl FnOnce(Request<'a>, Option<usize>, AllocFlags) -> Result<R, AllocError>,
+    ) -> Result<R, AllocError> {
         if order > MAX_ORDER {
             return Err(self.bad_order(order, gfp));
         }
@@ -535,7 +553,7 @@ impl Machine {
             flags = flags.with(self.nofragment(z, gfp));
         }
         flags = with_cma(gfp, flags);
-        Ok((req, first, flags))
+        then(req, first, flags)
     }
 
     #[cold]
@@ -1048,7 +1066,19 @@ impl Machine {
     }
 
     /// `__free_pages` on the context's CPU (its pcp lists receive small blocks).
+    #[inline]
     pub fn free_pages_on(&self, pfn: Pfn, order: u8, ctx: &AllocContext) -> Result<(), FreeError> {
+        if let Some(cpu) = self.fast_cpu(ctx) {
+            if self.free_pages_fast(pfn, order, cpu, None).is_some() {
+                return Ok(());
+            }
+        }
+        self.free_pages_general(pfn, order, ctx)
+    }
+
+    /// [`Machine::free_pages_on`] in full: every check, every error, memcg uncharge.
+    #[inline(never)]
+    fn free_pages_general(&self, pfn: Pfn, order: u8, ctx: &AllocContext) -> Result<(), FreeError> {
         if order > MAX_ORDER {
             RareEvents::inc(&self.mm.ev.bad_free);
             return Err(FreeError::InvalidOrder { order });
@@ -1081,23 +1111,21 @@ impl Machine {
         Ok(())
     }
 
-    /// [`Machine::free_pages_on`] for a caller that holds CPU `cpu`'s pcp lock (a
-    /// [`crate::PinnedCpu`]): the common case only, a plain page allocation with no
-    /// memcg charge, claimed with the same compare-and-swap. `None` leaves everything
-    /// unchanged and sends the caller to the general path, which reports errors.
+    /// The common case of [`Machine::free_pages_on`]: a plain page allocation of
+    /// this order with no memcg charge, claimed with the same compare-and-swap and
+    /// read once. `held` is CPU `cpu`'s pcp state when the caller holds its lock (a
+    /// [`crate::PinnedCpu`]). `None` leaves everything unchanged and sends the caller
+    /// to the general path, which checks everything again and reports errors.
     #[inline(always)]
-    pub(crate) fn free_pages_pinned(
+    pub(crate) fn free_pages_fast(
         &self,
         pfn: Pfn,
         order: u8,
         cpu: usize,
-        st: &mut CpuState,
+        held: Option<&mut CpuState>,
     ) -> Option<()> {
         let pages = self.pages();
-        if pfn >= pages.nr_pages() {
-            return None;
-        }
-        let zi = pages.zone_of(pfn)?;
+        // In range (the word exists), a page allocation of this order, uncharged.
         let w = pages.try_get(pfn)?;
         if w.kind() != PageKind::Alloc
             || w.order() != order
@@ -1106,8 +1134,9 @@ impl Machine {
         {
             return None;
         }
+        let zi = pages.zone_of(pfn)?;
         pages.cas(pfn, w, w.with_kind(PageKind::Freeing)).ok()?;
-        self.free_claimed(zi, cpu, pfn, order, Some(st));
+        self.free_claimed(zi, cpu, pfn, order, held);
         Some(())
     }
 

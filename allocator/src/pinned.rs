@@ -113,7 +113,11 @@ impl<'m> PinnedCpu<'m> {
     #[inline]
     pub fn free_pages(&mut self, pfn: Pfn, order: u8) -> Result<(), FreeError> {
         let st = self.pcp.as_deref_mut().expect("pinned");
-        if self.m.free_pages_pinned(pfn, order, self.cpu, st).is_some() {
+        if self
+            .m
+            .free_pages_fast(pfn, order, self.cpu, Some(st))
+            .is_some()
+        {
             return Ok(());
         }
         self.unpinned(|m, ctx| m.free_pages_on(pfn, order, ctx))
