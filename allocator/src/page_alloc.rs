@@ -816,6 +816,7 @@ impl Machine {
         if pcp.lists[pi].is_empty() {
             let n = pcp.nr_alloc(zone.pcp_sizing(), req.order);
             let mut b = zone.lock(&self.mm);
+            let mut taken = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let Some(p) = b.rmqueue(req.order, req.mt, flags) else {
                     break;
@@ -824,8 +825,14 @@ impl Machine {
                     p,
                     PageWord::new(PageKind::Pcp, req.order, req.mt, req.cpu as u32),
                 );
-                pcp.lists[pi].push_back(p as u32);
+                taken.push(p as u32);
                 pcp.count += 1 << req.order;
+            }
+            drop(b);
+            // Each block goes behind the ones taken before it (`list_add_tail`): the
+            // first taken is the newest, served first.
+            for &p in taken.iter().rev() {
+                pcp.lists[pi].push(p);
             }
         }
         let pfn = pcp.pop(pi)?;
@@ -1287,7 +1294,7 @@ impl Machine {
         let nr = pcp.lists.len();
         let mut empty_rounds = 0;
         while left > 0 && empty_rounds < nr {
-            if let Some(p) = pcp.lists[pi].pop_back() {
+            if let Some(p) = pcp.lists[pi].pop_oldest() {
                 let p = p as Pfn;
                 let order = crate::pcp::pindex_order(pi);
                 self.pages().set(p, PageWord::NONE);

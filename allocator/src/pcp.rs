@@ -13,8 +13,6 @@
 //! Not modelled: the ZONE_BELOW_HIGH / ZONE_RECLAIM_ACTIVE adjustments (no kswapd yet),
 //! the free_high heuristic for high-order frees, and the periodic `decay_pcp_high`.
 
-use std::collections::VecDeque;
-
 use crossbeam_utils::CachePadded;
 
 use crate::page::{MigrateType, Pfn, MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
@@ -39,13 +37,74 @@ pub struct NumaEvents {
 /// One CPU's pcp state for one zone.
 #[derive(Default)]
 pub struct PcpSet {
-    pub lists: [VecDeque<u32>; NR_PCP_LISTS],
+    pub lists: [PcpList; NR_PCP_LISTS],
     /// Pages held (`pcp->count`).
     pub count: u32,
     pub high: u32,
     pub free_count: u32,
     pub alloc_factor: u32,
     pub numa: NumaEvents,
+}
+
+/// One pcp list: a stack of pfns with the newest block at the end (alloc pops and free
+/// pushes there, LIFO as the kernel's list head) and the oldest at `start` (where
+/// `free_pcppages_bulk` takes from, as the kernel takes the list tail). Taking the oldest
+/// only moves `start`; the dead prefix is dropped once it is half the vector, so every
+/// operation is amortised O(1) and the hot pop/push is a bounds check and a move.
+#[derive(Default, Clone, Debug)]
+pub struct PcpList {
+    v: Vec<u32>,
+    start: usize,
+}
+
+impl PcpList {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.v.len() == self.start
+    }
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.v.len() - self.start
+    }
+    /// The newest block.
+    #[inline]
+    pub fn pop(&mut self) -> Option<u32> {
+        if self.v.len() > self.start {
+            self.v.pop()
+        } else {
+            None
+        }
+    }
+    /// A block becomes the newest.
+    #[inline]
+    pub fn push(&mut self, pfn: u32) {
+        self.v.push(pfn);
+    }
+    /// The oldest block.
+    pub fn pop_oldest(&mut self) -> Option<u32> {
+        let p = *self.v.get(self.start)?;
+        self.start += 1;
+        if self.start == self.v.len() {
+            self.v.clear();
+            self.start = 0;
+        } else if self.start >= 64 && self.start * 2 >= self.v.len() {
+            self.v.drain(..self.start);
+            self.start = 0;
+        }
+        Some(p)
+    }
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &u32> {
+        self.v[self.start..].iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a PcpList {
+    type Item = &'a u32;
+    type IntoIter = std::slice::Iter<'a, u32>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.v[self.start..].iter()
+    }
 }
 
 /// Whether an order is cached on pcp lists (`pcp_allowed_order`).
@@ -143,13 +202,15 @@ impl PcpSet {
     }
 
     /// Pop the newest block of a list (the list head).
+    #[inline]
     pub fn pop(&mut self, pindex: usize) -> Option<Pfn> {
-        self.lists[pindex].pop_front().map(|p| p as Pfn)
+        self.lists[pindex].pop().map(|p| p as Pfn)
     }
 
     /// Push a freed block at the head.
+    #[inline]
     pub fn push(&mut self, pindex: usize, pfn: Pfn) {
-        self.lists[pindex].push_front(pfn as u32);
+        self.lists[pindex].push(pfn as u32);
     }
 }
 
@@ -243,5 +304,33 @@ mod tests {
         assert_eq!(n, 63);
         p.count = 10;
         assert_eq!(p.nr_to_free(s, 0), 0);
+    }
+
+    /// Newest out first on pop, oldest out first on pop_oldest, across compactions.
+    #[test]
+    fn pcp_list_is_lifo_at_the_head_and_fifo_at_the_tail() {
+        let mut l = PcpList::default();
+        let mut model = std::collections::VecDeque::new();
+        let mut next = 0u32;
+        let mut rng = 0x1234_5678u64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            match rng % 5 {
+                0 | 1 => {
+                    l.push(next);
+                    model.push_front(next);
+                    next += 1;
+                }
+                2 => assert_eq!(l.pop(), model.pop_front()),
+                _ => assert_eq!(l.pop_oldest(), model.pop_back()),
+            }
+            assert_eq!(l.len(), model.len());
+            assert_eq!(l.is_empty(), model.is_empty());
+        }
+        let oldest_first: Vec<u32> = l.iter().copied().collect();
+        let want: Vec<u32> = model.iter().rev().copied().collect();
+        assert_eq!(oldest_first, want);
     }
 }
