@@ -99,6 +99,38 @@ impl Gfp {
 pub const DISABLED_FLAGS: &[&str] = &["__GFP_SKIP_ZERO", "__GFP_SKIP_KASAN", "__GFP_NOLOCKDEP"];
 
 /// Number of defined bits (`__GFP_BITS_SHIFT`).
+/// `GFP_ZONE_TABLE`, indexed by the four zone-modifier bits (DMA, HIGHMEM, DMA32,
+/// MOVABLE): DMA wins, then DMA32; HIGHMEM with MOVABLE is ZONE_MOVABLE; everything
+/// else is Normal (x86-64 has no highmem). Masks with two zone modifiers are refused
+/// by [`Gfp::validate`] before anyone looks here.
+const GFP_ZONE_TABLE: [ZoneType; 16] = {
+    let mut t = [ZoneType::Normal; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = if i & 1 != 0 {
+            ZoneType::Dma
+        } else if i & 4 != 0 {
+            ZoneType::Dma32
+        } else if i & 2 != 0 && i & 8 != 0 {
+            ZoneType::Movable
+        } else {
+            ZoneType::Normal
+        };
+        i += 1;
+    }
+    t
+};
+
+/// `gfp_migratetype`, indexed by (MOVABLE, RECLAIMABLE) >> 3; both at once is an
+/// impossible mix that [`Gfp::validate`] refuses (Movable here, as MOVABLE is tested
+/// first).
+const GFP_MT_TABLE: [MigrateType; 4] = [
+    MigrateType::Unmovable,
+    MigrateType::Movable,
+    MigrateType::Reclaimable,
+    MigrateType::Movable,
+];
+
 pub const GFP_BITS_SHIFT: u32 = 25;
 /// Every defined bit (`__GFP_BITS_MASK`).
 pub const GFP_BITS_MASK: u32 = (1 << GFP_BITS_SHIFT) - 1;
@@ -292,31 +324,15 @@ impl Gfp {
     /// `gfp_zone`: the highest zone this mask may use (x86-64, no highmem).
     /// The low four bits index the kernel's GFP_ZONE_TABLE; callers must have
     /// validated the mask (two zone modifiers have no entry).
+    #[inline]
     pub fn zone(self) -> ZoneType {
-        let dma = self.contains(Gfp::DMA);
-        let dma32 = self.contains(Gfp::DMA32);
-        let high = self.contains(Gfp::HIGHMEM);
-        let movable = self.contains(Gfp::MOVABLE);
-        if dma {
-            ZoneType::Dma
-        } else if dma32 {
-            ZoneType::Dma32
-        } else if high && movable {
-            ZoneType::Movable
-        } else {
-            ZoneType::Normal
-        }
+        GFP_ZONE_TABLE[(self.0 & 0xf) as usize]
     }
 
     /// `gfp_migratetype`: (RECLAIMABLE|MOVABLE) >> 3.
+    #[inline]
     pub fn migratetype(self) -> MigrateType {
-        if self.contains(Gfp::MOVABLE) {
-            MigrateType::Movable
-        } else if self.contains(Gfp::RECLAIMABLE) {
-            MigrateType::Reclaimable
-        } else {
-            MigrateType::Unmovable
-        }
+        GFP_MT_TABLE[((self.0 >> 3) & 3) as usize]
     }
 
     /// `gfpflags_allow_blocking`: the caller may sleep in direct reclaim.

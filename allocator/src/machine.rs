@@ -625,9 +625,11 @@ impl Machine {
     pub fn zone(&self, node: u16, zt: ZoneType) -> &Zone {
         &self.zones[node as usize * MAX_NR_ZONES + zt.idx()]
     }
+    #[inline]
     pub(crate) fn pages(&self) -> &PageMap {
         &self.mm.pages
     }
+    #[inline]
     pub(crate) fn thp_pcp(&self) -> bool {
         self.mm.thp.load(Relaxed)
     }

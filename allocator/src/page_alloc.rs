@@ -785,10 +785,17 @@ impl Machine {
     }
 
     /// Count an allocation: `pgalloc_<zone>` and the NUMA hit/miss/local/other events.
+    #[inline(always)]
     fn account_alloc(&self, st: &mut CpuState, zone: &Zone, req: &Request) {
         st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
         let local = self.cpus[req.cpu].node;
         let numa = &mut st.pcp[zone.id].numa;
+        if zone.node == req.node && zone.node == local {
+            // The common case: the preferred node, which is the CPU's own.
+            numa.hit += 1;
+            numa.local += 1;
+            return;
+        }
         if zone.node == req.node {
             numa.hit += 1;
         } else {
@@ -1421,6 +1428,7 @@ impl Machine {
 }
 
 /// `zone_watermark_fast`.
+#[inline]
 pub(crate) fn watermark_fast(
     z: &Zone,
     order: u8,
@@ -1451,6 +1459,7 @@ pub(crate) fn watermark_fast(
 }
 
 /// `__zone_watermark_unusable_free`.
+#[inline]
 fn unusable_free(z: &Zone, order: u8, flags: AllocFlags) -> i64 {
     let mut u = (1i64 << order) - 1;
     if !flags.intersects(AllocFlags::RESERVES) {

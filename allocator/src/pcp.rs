@@ -178,12 +178,15 @@ impl PcpSet {
 
     /// After a free: how many pages to return to the buddy (`nr_pcp_high` +
     /// `nr_pcp_free`), 0 if the list may keep them.
+    #[inline(always)]
     pub fn nr_to_free(&mut self, s: PcpSizing, order: u8) -> u32 {
         self.alloc_factor >>= 1;
         if self.free_count < s.batch << PCP_BATCH_SCALE_MAX {
             self.free_count += 1 << order;
         }
-        let high = self.high.clamp(s.high_min, s.high_max.max(s.high_min));
+        // `clamp` without its min <= max assertion (high_max may be below high_min
+        // while a sysctl is being changed; high_min wins then).
+        let high = self.high.min(s.high_max.max(s.high_min)).max(s.high_min);
         self.high = high;
         if high != 0 && s.high_min != s.high_max && self.count >= high {
             let need = self.free_count + s.batch;

@@ -134,29 +134,37 @@ impl Zone {
     pub fn contains(&self, pfn: Pfn) -> bool {
         pfn >= self.start_pfn && pfn < self.end_pfn()
     }
+    #[inline]
     pub fn free_pages(&self) -> u64 {
         self.nr_free.load(Relaxed)
     }
     /// Watermark without boost.
+    #[inline]
     pub fn wmark(&self, w: Wmark) -> u64 {
         self.wmark[w as usize].load(Relaxed)
     }
     /// `wmark_pages`: watermark plus boost.
+    #[inline]
     pub fn wmark_boosted(&self, w: Wmark) -> u64 {
         self.wmark(w) + self.boost.load(Relaxed)
     }
+    #[inline]
     pub fn boost(&self) -> u64 {
         self.boost.load(Relaxed)
     }
+    #[inline]
     pub fn lowmem_reserve(&self, z: usize) -> u64 {
         self.lowmem_reserve[z].load(Relaxed)
     }
+    #[inline]
     pub fn reserved_highatomic(&self) -> u64 {
         self.nr_reserved_highatomic.load(Relaxed)
     }
+    #[inline]
     pub fn free_highatomic(&self) -> u64 {
         self.nr_free_highatomic.load(Relaxed)
     }
+    #[inline]
     pub fn pcp_sizing(&self) -> crate::pcp::PcpSizing {
         crate::pcp::PcpSizing {
             batch: self.pcp_batch.load(Relaxed),
