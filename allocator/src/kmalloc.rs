@@ -17,9 +17,9 @@ use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, MAX_ORDER, PAGE_SIZE};
 use crate::percpu::CpuLocal;
 use crate::slab::layout::get_order;
-use crate::slab::slub::{double_free, FastFree, ObjCharge};
+use crate::slab::slub::FastFree;
 use crate::slab::{
-    phys_to_virt, CacheArgs, CacheId, SlabError, SlabFlags, PAGE_OFFSET, ZERO_SIZE_PTR,
+    phys_to_virt, CacheArgs, CacheId, KmemCache, SlabError, SlabFlags, PAGE_OFFSET, ZERO_SIZE_PTR,
 };
 
 /// `KMALLOC_MAX_CACHE_SIZE`: above this, kmalloc goes to the page allocator.
@@ -128,6 +128,19 @@ pub struct KmallocObj {
     pub order: Option<u8>,
 }
 
+impl KmallocObj {
+    /// An object of slab cache `c`.
+    #[inline(always)]
+    pub(crate) fn slab(addr: u64, c: &KmemCache) -> KmallocObj {
+        KmallocObj {
+            addr,
+            cache: Some(CacheId(c.id)),
+            ksize: c.ksize,
+            order: None,
+        }
+    }
+}
+
 /// Mask bits kmalloc may not get (`GFP_SLAB_BUG_MASK`).
 const SLAB_BUG_MASK: u32 = Gfp::DMA32.0 | Gfp::HIGHMEM.0;
 
@@ -191,29 +204,30 @@ impl Machine {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<KmallocObj, SlabError> {
-        if let Some(r) = self.kmalloc_fast(size, gfp, ctx, None) {
-            return r;
+        match self.kmalloc_fast(size, gfp, ctx, None) {
+            Some((addr, c)) => Ok(KmallocObj::slab(addr, c)),
+            None => self.kmalloc_general(size, gfp, ctx),
         }
-        self.kmalloc_general(size, gfp, ctx)
     }
 
     /// kmalloc's fast path: a size with a cache, flags that need no fix-up or
     /// zeroing, a non-debug cache and an object on the CPU's freelist; an accounted
-    /// object is charged through the CPU's object stock and recorded in its slab's
-    /// cgroup slots, as the general path does. The scope is irrelevant here: it only
-    /// strips IO/FS/MOVABLE, which matter when a new slab is allocated (the general
-    /// path). Anything else takes the general path, which checks everything in full.
-    #[inline(always)]
+    /// object takes its bytes from the CPU's object stock and is recorded in its
+    /// slab's cgroup slots, as the general path does. The scope is irrelevant here: it
+    /// only strips IO/FS/MOVABLE, which matter when a new slab is allocated (the
+    /// general path). Anything else, errors included, takes the general path, which
+    /// checks everything in full. Returns the object and its cache: two registers.
     ///
     /// `held` is the context CPU's local state when the caller already holds its lock
     /// (a [`crate::PinnedCpu`]).
+    #[inline(always)]
     pub(crate) fn kmalloc_fast(
         &self,
         size: u64,
         gfp: Gfp,
         ctx: &AllocContext,
         held: Option<&mut CpuLocal>,
-    ) -> Option<Result<KmallocObj, SlabError>> {
+    ) -> Option<(u64, &KmemCache)> {
         if gfp.0 & (SLAB_BUG_MASK | Gfp::ZERO.0) != 0 || self.cfg.init_on_alloc {
             return None;
         }
@@ -223,28 +237,16 @@ impl Machine {
         if !c.fast {
             return None;
         }
-        let charge = ctx
-            .cgroup
-            .filter(|&cg| {
-                cg != CgroupId::ROOT
-                    && (gfp.contains(Gfp::ACCOUNT) || c.flags.contains(SlabFlags::ACCOUNT))
-            })
-            .map(|cg| ObjCharge { cg, gfp, ctx });
+        let charge = ctx.cgroup.filter(|&cg| {
+            cg != CgroupId::ROOT
+                && (gfp.contains(Gfp::ACCOUNT) || c.flags.contains(SlabFlags::ACCOUNT))
+        });
         let cpu = self.fast_cpu(ctx)?;
-        let got = match held {
+        let addr = match held {
             Some(l) => self.slab_alloc_fast_in(l, c, cpu, charge),
             None => self.slab_alloc_fast(c, cpu, charge),
-        };
-        let addr = match got? {
-            Ok(a) => a,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(Ok(KmallocObj {
-            addr,
-            cache: Some(id),
-            ksize: c.ksize,
-            order: None,
-        }))
+        }?;
+        Some((addr, c))
     }
 
     #[inline(never)]
@@ -369,15 +371,16 @@ impl Machine {
     }
 
     /// kfree's fast path: an object start in the CPU's active slab of a non-debug
-    /// cache (a charged object is uncharged as on the general path). `None` for anything else (including every
-    /// error), which the general path then resolves and reports in full.
+    /// cache (a charged object is uncharged as on the general path). `None` for
+    /// anything else, including every error (a double free found here too): the
+    /// general path then resolves and reports it in full. Nothing changes on `None`.
     #[inline(always)]
     pub(crate) fn kfree_fast(
         &self,
         addr: u64,
         ctx: &AllocContext,
         held: Option<&mut CpuLocal>,
-    ) -> Option<Result<(), SlabError>> {
+    ) -> Option<()> {
         let pfn = addr.checked_sub(PAGE_OFFSET)? / PAGE_SIZE;
         // The head page itself first (every order-0 slab), then the general search.
         let w = self.pages().try_get(pfn)?;
@@ -407,11 +410,7 @@ impl Machine {
             Some(l) => self.slab_free_fast_in(l, c, w.aux(), head, index, cpu),
             None => self.slab_free_fast(c, w.aux(), head, index, cpu),
         };
-        match freed {
-            FastFree::Done => Some(Ok(())),
-            FastFree::DoubleFree => Some(Err(double_free(c, head, index))),
-            FastFree::Miss => None,
-        }
+        (freed == FastFree::Done).then_some(())
     }
 
     /// `kfree`: NULL and ZERO_SIZE_PTR are no-ops; the cache or page order is found
@@ -419,7 +418,7 @@ impl Machine {
     #[inline]
     pub fn kfree(&self, addr: u64, ctx: &AllocContext) -> Result<(), SlabError> {
         match self.kfree_fast(addr, ctx, None) {
-            Some(r) => r,
+            Some(()) => Ok(()),
             None => self.kfree_general(addr, ctx),
         }
     }

@@ -127,8 +127,8 @@ impl<'m> PinnedCpu<'m> {
     #[inline]
     pub fn kmalloc(&mut self, size: u64, gfp: Gfp) -> Result<KmallocObj, SlabError> {
         let l = self.local.as_deref_mut().expect("pinned");
-        if let Some(r) = self.m.kmalloc_fast(size, gfp, &self.ctx, Some(l)) {
-            return r;
+        if let Some((addr, c)) = self.m.kmalloc_fast(size, gfp, &self.ctx, Some(l)) {
+            return Ok(KmallocObj::slab(addr, c));
         }
         self.unpinned(|m, ctx| m.kmalloc(size, gfp, ctx))
     }
@@ -137,8 +137,8 @@ impl<'m> PinnedCpu<'m> {
     #[inline]
     pub fn kfree(&mut self, addr: u64) -> Result<(), SlabError> {
         let l = self.local.as_deref_mut().expect("pinned");
-        if let Some(r) = self.m.kfree_fast(addr, &self.ctx, Some(l)) {
-            return r;
+        if self.m.kfree_fast(addr, &self.ctx, Some(l)).is_some() {
+            return Ok(());
         }
         self.unpinned(|m, ctx| m.kfree(addr, ctx))
     }

@@ -138,6 +138,18 @@ impl Memcgs {
         Ok(charged)
     }
 
+    /// `consume_obj_stock`: take `o` from the stock if it already holds the bytes
+    /// for that cgroup; `false` (nothing changed) when a refill is needed.
+    #[inline(always)]
+    pub(crate) fn consume_obj_stock(&self, stock: &mut ObjStock, _cpu: usize, o: ObjBytes) -> bool {
+        if stock.cg != Some(o.cg) || stock.bytes < o.bytes {
+            return false;
+        }
+        stock.bytes -= o.bytes;
+        self.account_stock(stock, o.item, o.bytes as i64);
+        true
+    }
+
     /// Make the stock hold at least `o.bytes` for `o.cg`: switch it to that cgroup
     /// (draining the old one), then charge whole pages for what is missing.
     #[inline(never)]

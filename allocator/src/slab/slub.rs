@@ -26,14 +26,6 @@ use crate::memcg::CgroupId;
 use crate::page::{Owner, PageKind, PageWord, Pfn, PAGE_SIZE};
 use crate::percpu::{CpuLocal, CpuSlabGuard};
 
-/// An object charge the allocation fast path makes.
-#[derive(Clone, Copy)]
-pub(crate) struct ObjCharge<'a> {
-    pub cg: CgroupId,
-    pub gfp: Gfp,
-    pub ctx: &'a AllocContext,
-}
-
 /// What [`Machine::slab_free_fast`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FastFree {
@@ -49,15 +41,6 @@ pub(crate) enum FastFree {
 #[inline(always)]
 fn take_objcg(c: &KmemCache, slab: u32, index: u32) -> Option<CgroupId> {
     c.obj_exts.get()?.take(slab, index)
-}
-
-/// The double-free error for an object (out of line: it allocates the name).
-#[cold]
-pub(crate) fn double_free(c: &KmemCache, slab_pfn: Pfn, index: u32) -> SlabError {
-    SlabError::DoubleFree {
-        cache: c.name.clone(),
-        addr: c.obj_addr(slab_pfn, index),
-    }
 }
 
 /// Where a slab is.
@@ -274,17 +257,19 @@ impl Machine {
     }
 
     /// The allocation fast path (`slab_alloc_node`'s lockless case): pop the CPU's
-    /// freelist and, for an accounted object, charge the CPU's object stock and
-    /// record the owner, all under the CPU's one lock. `None` when the freelist is
-    /// empty; the caller then takes [`Machine::slab_alloc`], which starts with the
-    /// same step. A failed charge puts the object back and is the result.
+    /// freelist and, for an accounted object, take its bytes from the CPU's object
+    /// stock and record the owner, all under the CPU's one lock. `None` when the
+    /// freelist is empty or the stock does not already hold the bytes for that cgroup
+    /// (`consume_obj_stock` failing); the caller then takes the general path, which
+    /// refills the stock (charging pages, and reporting a limit) and starts with the
+    /// same pop. Nothing changes on `None`.
     #[inline(always)]
     pub(crate) fn slab_alloc_fast(
         &self,
         c: &KmemCache,
         cpu: usize,
-        charge: Option<ObjCharge<'_>>,
-    ) -> Option<Result<u64, SlabError>> {
+        charge: Option<CgroupId>,
+    ) -> Option<u64> {
         let mut g = self.cpu_locals[cpu].lock();
         self.slab_alloc_fast_in(&mut g, c, cpu, charge)
     }
@@ -296,26 +281,28 @@ impl Machine {
         local: &mut CpuLocal,
         c: &KmemCache,
         cpu: usize,
-        charge: Option<ObjCharge<'_>>,
-    ) -> Option<Result<u64, SlabError>> {
+        charge: Option<CgroupId>,
+    ) -> Option<u64> {
         let (cs, stock) = local.parts(c.id);
-        let i = cs.freelist.pop()?;
+        if cs.freelist.is_empty() {
+            return None;
+        }
+        if let Some(cg) = charge {
+            let o = super::objects::obj_bytes(c, cg);
+            if !self.memcgs.consume_obj_stock(stock, cpu, o) {
+                return None;
+            }
+        }
+        let i = cs.freelist.pop().expect("not empty");
         Slab::set(&mut cs.bits, i, false);
         let slab = cs
             .active
             .expect("a CPU with free objects has an active slab");
-        let addr = c.obj_addr(cs.active_pfn, i);
-        if let Some(ch) = charge {
-            let o = super::objects::obj_bytes(c, ch.cg);
-            if let Err(e) = self.memcgs.charge_obj_stock(stock, cpu, o, ch.gfp, ch.ctx) {
-                Slab::set(&mut cs.bits, i, true);
-                cs.freelist.push(i);
-                return Some(Err(SlabError::NoMemory(e.into())));
-            }
-            self.obj_exts(c).set(slab, i, ch.cg);
+        if let Some(cg) = charge {
+            self.obj_exts(c).set(slab, i, cg);
         }
         cs.alloc_fastpath += 1;
-        Some(Ok(addr))
+        Some(c.obj_addr(cs.active_pfn, i))
     }
 
     /// The free fast path (`do_slab_free`'s lockless case): the object belongs to the
