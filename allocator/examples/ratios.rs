@@ -8,7 +8,13 @@
 //! range. Absolute times are medians too. It complements the criterion benches
 //! (`cargo bench -p kmem-allocator`), which remain the reference for absolute figures.
 //!
-//! `cargo run --release -p kmem-allocator --example ratios [seconds]` (default 10).
+//! A second phase measures 2-thread scaling the same way: two persistent threads (on
+//! simulated CPUs 0 and 1) run a chunk alone (thread 0) and then together, round after
+//! round, and each round's scaling is 2 x (time alone) / (time together). Thread
+//! spawn is outside every timing; barrier hand-offs (a few microseconds) are inside.
+//!
+//! `cargo run --release -p kmem-allocator --example ratios [seconds]` (default 10;
+//! each phase runs that long).
 //!
 //! Bias: chunks of 20k iterations keep caches and branch predictors warm for each
 //! workload in turn, as criterion's loops do; the mixed workloads keep their 100k
@@ -16,12 +22,14 @@
 //! allocator (glibc malloc here).
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 #[path = "../benches/common/page_workloads.rs"]
 mod page_workloads;
 
-use kmem_allocator::{AllocContext, Gfp};
+use kmem_allocator::{AllocContext, Gfp, Machine};
 use page_workloads::*;
 
 const CHUNK: u32 = 20_000;
@@ -143,6 +151,99 @@ fn main() {
             pct(&mut r, 0.1),
             pct(&mut r, 0.5),
             pct(&mut r, 0.9)
+        );
+    }
+    drop((mk, k));
+    scaling(&m, secs);
+}
+
+/// The threaded workloads of the scaling phase, one per simulated CPU.
+const THREADED: [&str; 3] = [
+    "order0 pair, per-call",
+    "kmalloc-64 pair, per-call",
+    "kmalloc-64 pair, pinned",
+];
+
+fn run_threaded(m: &Machine, which: usize, cpu: u16) {
+    let ctx = AllocContext::on_cpu(cpu);
+    match which {
+        0 => {
+            let mut k = Kmem::on_cpu(m, cpu);
+            for _ in 0..CHUNK {
+                order0_pair(&mut k);
+            }
+        }
+        1 => {
+            for _ in 0..CHUNK {
+                let o = m.kmalloc(black_box(64), Gfp::GFP_KERNEL, &ctx).unwrap();
+                m.kfree(o.addr, &ctx).unwrap();
+            }
+        }
+        _ => {
+            let mut p = m.pin_cpu(&ctx).expect("pin");
+            for _ in 0..CHUNK {
+                let o = p.kmalloc(black_box(64), Gfp::GFP_KERNEL).unwrap();
+                p.kfree(o.addr).unwrap();
+            }
+        }
+    }
+}
+
+/// Same-round 2-thread scaling (see the module docs).
+fn scaling(m: &Machine, secs: u64) {
+    const ALONE: usize = 1 << 8;
+    let start = Barrier::new(3);
+    let done = Barrier::new(3);
+    // Workload index, plus ALONE when only thread 0 runs.
+    let job = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut r: Vec<Vec<f64>> = vec![Vec::new(); THREADED.len()];
+    std::thread::scope(|s| {
+        for cpu in 0..2u16 {
+            let (start, done, job, stop) = (&start, &done, &job, &stop);
+            s.spawn(move || loop {
+                start.wait();
+                if stop.load(SeqCst) {
+                    return;
+                }
+                let j = job.load(SeqCst);
+                if cpu == 0 || j & ALONE == 0 {
+                    run_threaded(m, j & !ALONE, cpu);
+                }
+                done.wait();
+            });
+        }
+        let timed = |j: usize| {
+            job.store(j, SeqCst);
+            let t = Instant::now();
+            start.wait();
+            done.wait();
+            t.elapsed().as_nanos() as f64
+        };
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            for (w, v) in r.iter_mut().enumerate() {
+                let alone = timed(w | ALONE);
+                let both = timed(w);
+                v.push(2.0 * alone / both);
+            }
+        }
+        stop.store(true, SeqCst);
+        start.wait();
+    });
+    println!(
+        "\n{:<48} {:>8} {:>8} {:>8}",
+        format!("2-thread scaling, {} rounds", r[0].len()),
+        "p10",
+        "median",
+        "p90"
+    );
+    for (name, v) in THREADED.iter().zip(&mut r) {
+        println!(
+            "{name:<48} {:>8.2} {:>8.2} {:>8.2}",
+            pct(v, 0.1),
+            pct(v, 0.5),
+            pct(v, 0.9)
         );
     }
 }
