@@ -29,15 +29,18 @@ const GFPS: &[Gfp] = &[
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// `pinned`: through a `PinnedCpu` taken for this one call.
     Alloc {
         order: u8,
         gfp: usize,
         node: u16,
         cpu: u16,
+        pinned: bool,
     },
     Free {
         pick: usize,
         cpu: u16,
+        pinned: bool,
     },
     DoubleFree {
         pick: usize,
@@ -57,9 +60,10 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let order = prop_oneof![8 => 0u8..=3, 3 => 4u8..=10, 1 => Just(11u8)];
     prop_oneof![
-        10 => (order, 0..GFPS.len(), 0u16..2, 0u16..2)
-            .prop_map(|(order, gfp, node, cpu)| Op::Alloc { order, gfp, node, cpu }),
-        7 => (any::<usize>(), 0u16..2).prop_map(|(pick, cpu)| Op::Free { pick, cpu }),
+        10 => (order, 0..GFPS.len(), 0u16..2, 0u16..2, any::<bool>())
+            .prop_map(|(order, gfp, node, cpu, pinned)| Op::Alloc { order, gfp, node, cpu, pinned }),
+        7 => (any::<usize>(), 0u16..2, any::<bool>())
+            .prop_map(|(pick, cpu, pinned)| Op::Free { pick, cpu, pinned }),
         1 => any::<usize>().prop_map(|pick| Op::DoubleFree { pick }),
         1 => any::<usize>().prop_map(|pick| Op::WrongOrder { pick }),
         1 => any::<usize>().prop_map(|pick| Op::TailFree { pick }),
@@ -94,9 +98,15 @@ proptest! {
         let mut freed: Vec<PageBlock> = Vec::new();
         for op in ops {
             match op {
-                Op::Alloc { order, gfp, node, cpu } => {
+                Op::Alloc { order, gfp, node, cpu, pinned } => {
                     let ctx = AllocContext { node: Some(node), cpu: Some(cpu), ..Default::default() };
-                    match m.alloc_pages(GFPS[gfp].with(Gfp::NOWARN), order, &ctx) {
+                    let gfp_used = GFPS[gfp].with(Gfp::NOWARN);
+                    let got = if pinned {
+                        m.pin_cpu(&ctx).unwrap().alloc_pages(gfp_used, order)
+                    } else {
+                        m.alloc_pages(gfp_used, order, &ctx)
+                    };
+                    match got {
                         Ok(b) => {
                             prop_assert!(order <= 10);
                             prop_assert_eq!(b.order, order);
@@ -109,9 +119,14 @@ proptest! {
                         Err(e) => prop_assert!(order > 10 || matches!(e, kmem_allocator::AllocError::NoMemory(_)), "{e}"),
                     }
                 }
-                Op::Free { pick, cpu } if !live.is_empty() => {
+                Op::Free { pick, cpu, pinned } if !live.is_empty() => {
                     let b = live.swap_remove(pick % live.len());
-                    m.free_pages_on(b.pfn, b.order, &AllocContext::on_cpu(cpu)).unwrap();
+                    let ctx = AllocContext::on_cpu(cpu);
+                    if pinned {
+                        m.pin_cpu(&ctx).unwrap().free_pages(b.pfn, b.order).unwrap();
+                    } else {
+                        m.free_pages_on(b.pfn, b.order, &ctx).unwrap();
+                    }
                     freed.push(b);
                 }
                 Op::DoubleFree { pick } if !freed.is_empty() => {

@@ -410,12 +410,31 @@ fn slabinfo_matches_the_kernel_format() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Kmalloc { size: u64, gfp: usize, cpu: u16 },
-    Kfree { pick: usize, cpu: u16 },
-    Krealloc { pick: usize, size: u64 },
-    CacheAlloc { cache: usize, cpu: u16 },
+    /// `pinned`: through a `PinnedCpu` taken for this one call.
+    Kmalloc {
+        size: u64,
+        gfp: usize,
+        cpu: u16,
+        pinned: bool,
+    },
+    Kfree {
+        pick: usize,
+        cpu: u16,
+        pinned: bool,
+    },
+    Krealloc {
+        pick: usize,
+        size: u64,
+    },
+    CacheAlloc {
+        cache: usize,
+        cpu: u16,
+    },
     Shrink,
-    DoubleFree { pick: usize },
+    DoubleFree {
+        pick: usize,
+        pinned: bool,
+    },
 }
 
 const GFPS: &[Gfp] = &[
@@ -429,12 +448,14 @@ const GFPS: &[Gfp] = &[
 fn op() -> impl Strategy<Value = Op> {
     let size = prop_oneof![6 => 0u64..=256, 3 => 257u64..=8192, 1 => 8193u64..=70_000];
     prop_oneof![
-        8 => (size, 0..GFPS.len(), 0u16..2).prop_map(|(size, gfp, cpu)| Op::Kmalloc { size, gfp, cpu }),
-        6 => (any::<usize>(), 0u16..2).prop_map(|(pick, cpu)| Op::Kfree { pick, cpu }),
+        8 => (size, 0..GFPS.len(), 0u16..2, any::<bool>())
+            .prop_map(|(size, gfp, cpu, pinned)| Op::Kmalloc { size, gfp, cpu, pinned }),
+        6 => (any::<usize>(), 0u16..2, any::<bool>())
+            .prop_map(|(pick, cpu, pinned)| Op::Kfree { pick, cpu, pinned }),
         2 => (any::<usize>(), 0u64..3000).prop_map(|(pick, size)| Op::Krealloc { pick, size }),
         3 => (0usize..3, 0u16..2).prop_map(|(cache, cpu)| Op::CacheAlloc { cache, cpu }),
         1 => Just(Op::Shrink),
-        1 => any::<usize>().prop_map(|pick| Op::DoubleFree { pick }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, pinned)| Op::DoubleFree { pick, pinned }),
     ]
 }
 
@@ -453,18 +474,24 @@ proptest! {
         let mut freed: Vec<u64> = Vec::new();
         for op in ops {
             match op {
-                Op::Kmalloc { size, gfp, cpu } => {
-                    let o = m.kmalloc(size, GFPS[gfp], &AllocContext::on_cpu(cpu)).unwrap();
+                Op::Kmalloc { size, gfp, cpu, pinned } => {
+                    let c = AllocContext::on_cpu(cpu);
+                    let o = if pinned {
+                        m.pin_cpu(&c).unwrap().kmalloc(size, GFPS[gfp]).unwrap()
+                    } else {
+                        m.kmalloc(size, GFPS[gfp], &c).unwrap()
+                    };
                     prop_assert!(o.ksize >= size);
                     if o.addr != ZERO_SIZE_PTR {
                         prop_assert!(!live.iter().any(|l| l.0 == o.addr), "handed out twice");
                         live.push((o.addr, None));
                     }
                 }
-                Op::Kfree { pick, cpu } if !live.is_empty() => {
+                Op::Kfree { pick, cpu, pinned } if !live.is_empty() => {
                     let (a, c) = live.swap_remove(pick % live.len());
                     match c {
                         Some(k) => m.kmem_cache_free(caches[k], a, &AllocContext::on_cpu(cpu)).unwrap(),
+                        None if pinned => m.pin_cpu(&AllocContext::on_cpu(cpu)).unwrap().kfree(a).unwrap(),
                         None => m.kfree(a, &AllocContext::on_cpu(cpu)).unwrap(),
                     }
                     freed.push(a);
@@ -488,10 +515,15 @@ proptest! {
                         m.kmem_cache_shrink(c).unwrap();
                     }
                 }
-                Op::DoubleFree { pick } if !freed.is_empty() => {
+                Op::DoubleFree { pick, pinned } if !freed.is_empty() => {
                     let a = freed[pick % freed.len()];
                     if !live.iter().any(|l| l.0 == a) {
-                        prop_assert!(m.kfree(a, &ctx()).is_err());
+                        let r = if pinned {
+                            m.pin_cpu(&ctx()).unwrap().kfree(a)
+                        } else {
+                            m.kfree(a, &ctx())
+                        };
+                        prop_assert!(r.is_err());
                     }
                 }
                 _ => {}
