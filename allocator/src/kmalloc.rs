@@ -243,7 +243,7 @@ impl Machine {
         });
         let cpu = self.fast_cpu(ctx)?;
         let addr = match held {
-            Some(l) => self.slab_alloc_fast_in(l, c, cpu, charge),
+            Some(l) => self.slab_alloc_fast_in(l, c, charge),
             None => self.slab_alloc_fast(c, cpu, charge),
         }?;
         Some((addr, c))

@@ -141,7 +141,7 @@ impl Memcgs {
     /// `consume_obj_stock`: take `o` from the stock if it already holds the bytes
     /// for that cgroup; `false` (nothing changed) when a refill is needed.
     #[inline(always)]
-    pub(crate) fn consume_obj_stock(&self, stock: &mut ObjStock, _cpu: usize, o: ObjBytes) -> bool {
+    pub(crate) fn consume_obj_stock(&self, stock: &mut ObjStock, o: ObjBytes) -> bool {
         if stock.cg != Some(o.cg) || stock.bytes < o.bytes {
             return false;
         }

@@ -271,7 +271,7 @@ impl Machine {
         charge: Option<CgroupId>,
     ) -> Option<u64> {
         let mut g = self.cpu_locals[cpu].lock();
-        self.slab_alloc_fast_in(&mut g, c, cpu, charge)
+        self.slab_alloc_fast_in(&mut g, c, charge)
     }
 
     /// [`Machine::slab_alloc_fast`] with CPU `cpu`'s local lock already held.
@@ -280,7 +280,6 @@ impl Machine {
         &self,
         local: &mut CpuLocal,
         c: &KmemCache,
-        cpu: usize,
         charge: Option<CgroupId>,
     ) -> Option<u64> {
         let (cs, stock) = local.parts(c.id);
@@ -289,7 +288,7 @@ impl Machine {
         }
         if let Some(cg) = charge {
             let o = super::objects::obj_bytes(c, cg);
-            if !self.memcgs.consume_obj_stock(stock, cpu, o) {
+            if !self.memcgs.consume_obj_stock(stock, o) {
                 return None;
             }
         }
