@@ -129,12 +129,12 @@ impl Memcgs {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<Charged, MemcgError> {
-        let mut charged = Charged::default();
-        if stock.cg != Some(o.cg) || stock.bytes < o.bytes {
-            charged = self.refill_stock_for(stock, cpu, o, gfp, ctx)?;
+        if self.consume_obj_stock(stock, o) {
+            return Ok(Charged::default());
         }
-        stock.bytes -= o.bytes;
-        self.account_stock(stock, o.item, o.bytes as i64);
+        let charged = self.refill_stock_for(stock, cpu, o, gfp, ctx)?;
+        let taken = self.consume_obj_stock(stock, o);
+        debug_assert!(taken, "a refilled stock holds the bytes");
         Ok(charged)
     }
 
