@@ -234,6 +234,39 @@ impl Machine {
         let k = kmalloc_class(size)?;
         let id = self.kmalloc_caches[KmallocType::of(gfp) as usize][k];
         let c = self.caches.get(id.0)?;
+        Some((self.obj_alloc_fast(c, gfp, ctx, held)?, c))
+    }
+
+    /// `kmem_cache_alloc`'s fast path: the same as kmalloc's once the cache is known,
+    /// for a cache that is neither debugged nor destroyed.
+    #[inline(always)]
+    pub(crate) fn cache_alloc_fast(
+        &self,
+        id: CacheId,
+        gfp: Gfp,
+        ctx: &AllocContext,
+        held: Option<&mut CpuLocal>,
+    ) -> Option<u64> {
+        if gfp.0 & Gfp::ZERO.0 != 0 || self.cfg.init_on_alloc {
+            return None;
+        }
+        let c = self.caches.get(id.0)?;
+        if c.destroyed.load(Relaxed) {
+            return None;
+        }
+        self.obj_alloc_fast(c, gfp, ctx, held)
+    }
+
+    /// The part of the allocation fast paths after the cache is known: a non-debug
+    /// cache, the memcg charge the general path would make, the CPU freelist pop.
+    #[inline(always)]
+    fn obj_alloc_fast(
+        &self,
+        c: &KmemCache,
+        gfp: Gfp,
+        ctx: &AllocContext,
+        held: Option<&mut CpuLocal>,
+    ) -> Option<u64> {
         if !c.fast {
             return None;
         }
@@ -242,11 +275,10 @@ impl Machine {
                 && (gfp.contains(Gfp::ACCOUNT) || c.flags.contains(SlabFlags::ACCOUNT))
         });
         let cpu = self.fast_cpu(ctx)?;
-        let addr = match held {
-            Some(l) => self.slab_alloc_fast_in(l, c, charge),
-            None => self.slab_alloc_fast(c, cpu, charge),
-        }?;
-        Some((addr, c))
+        match held {
+            Some(l) => self.slab_alloc_fast_in(l, c, ctx.node, charge),
+            None => self.slab_alloc_fast(c, cpu, ctx.node, charge),
+        }
     }
 
     #[inline(never)]
@@ -375,9 +407,13 @@ impl Machine {
     /// anything else, including every error (a double free found here too): the
     /// general path then resolves and reports it in full. Nothing changes on `None`.
     #[inline(always)]
+    ///
+    /// `cache` is the cache `kmem_cache_free` names: an object of any other cache is
+    /// left to the general path, which reports the mismatch.
     pub(crate) fn kfree_fast(
         &self,
         addr: u64,
+        cache: Option<CacheId>,
         ctx: &AllocContext,
         held: Option<&mut CpuLocal>,
     ) -> Option<()> {
@@ -392,6 +428,9 @@ impl Machine {
         let Owner::Slab(id) = w.owner() else {
             return None;
         };
+        if cache.is_some_and(|c| c.0 != id) {
+            return None;
+        }
         if w.kind() != PageKind::Alloc {
             return None;
         }
@@ -417,7 +456,7 @@ impl Machine {
     /// from the address.
     #[inline]
     pub fn kfree(&self, addr: u64, ctx: &AllocContext) -> Result<(), SlabError> {
-        match self.kfree_fast(addr, ctx, None) {
+        match self.kfree_fast(addr, None, ctx, None) {
             Some(()) => Ok(()),
             None => self.kfree_general(addr, ctx),
         }

@@ -35,7 +35,7 @@ use crate::page::Pfn;
 use crate::page_alloc::{AllocError, FreeError, PageBlock};
 use crate::pcp::CpuState;
 use crate::percpu::CpuLocal;
-use crate::slab::SlabError;
+use crate::slab::{CacheId, SlabError};
 
 /// One simulated CPU held by the calling thread (see the module docs).
 pub struct PinnedCpu<'m> {
@@ -137,10 +137,34 @@ impl<'m> PinnedCpu<'m> {
     #[inline]
     pub fn kfree(&mut self, addr: u64) -> Result<(), SlabError> {
         let l = self.local.as_deref_mut().expect("pinned");
-        if self.m.kfree_fast(addr, &self.ctx, Some(l)).is_some() {
+        if self.m.kfree_fast(addr, None, &self.ctx, Some(l)).is_some() {
             return Ok(());
         }
         self.unpinned(|m, ctx| m.kfree(addr, ctx))
+    }
+
+    /// [`Machine::kmem_cache_alloc`] on the pinned CPU.
+    #[inline]
+    pub fn kmem_cache_alloc(&mut self, cache: CacheId, gfp: Gfp) -> Result<u64, SlabError> {
+        let l = self.local.as_deref_mut().expect("pinned");
+        if let Some(addr) = self.m.cache_alloc_fast(cache, gfp, &self.ctx, Some(l)) {
+            return Ok(addr);
+        }
+        self.unpinned(|m, ctx| m.kmem_cache_alloc(cache, gfp, ctx))
+    }
+
+    /// [`Machine::kmem_cache_free`] on the pinned CPU.
+    #[inline]
+    pub fn kmem_cache_free(&mut self, cache: CacheId, addr: u64) -> Result<(), SlabError> {
+        let l = self.local.as_deref_mut().expect("pinned");
+        if self
+            .m
+            .kfree_fast(addr, Some(cache), &self.ctx, Some(l))
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.unpinned(|m, ctx| m.kmem_cache_free(cache, addr, ctx))
     }
 }
 
@@ -163,10 +187,14 @@ mod tests {
             cgroup: Some(cg),
             ..AllocContext::on_cpu(1)
         };
+        let cache = m
+            .kmem_cache_create("pinned_acct", 100, 0, crate::SlabFlags::ACCOUNT)
+            .expect("cache");
         let mut p = m.pin_cpu(&ctx).expect("pin");
         assert_eq!(p.cpu(), 1);
         let mut blocks = Vec::new();
         let mut objs = Vec::new();
+        let mut cached = Vec::new();
         for i in 0..3000u64 {
             let order = (i % 5) as u8;
             let gfp = if i % 7 == 0 {
@@ -179,6 +207,7 @@ mod tests {
             blocks.push(b);
             let size = [8, 64, 96, 192, 4096, 8193][i as usize % 6];
             objs.push(p.kmalloc(size, gfp).expect("kmalloc"));
+            cached.push(p.kmem_cache_alloc(cache, gfp).expect("kmem_cache_alloc"));
         }
         let usage = || m.memcg().get(cg).expect("cgroup").usage_pages();
         assert!(usage() > 0, "accounted blocks and objects are charged");
@@ -195,10 +224,14 @@ mod tests {
                 });
             }
         }
+        for a in cached {
+            p.kmem_cache_free(cache, a).expect("kmem_cache_free");
+        }
         drop(p);
         m.check_invariants().expect("pages");
         m.check_slabs().expect("slabs");
         m.check_memcg().expect("memcg");
+        m.kmem_cache_destroy(cache).expect("empty cache");
         m.check_fully_merged().expect("everything back");
     }
 
@@ -237,6 +270,23 @@ mod tests {
             Err(SlabError::InvalidFree { .. })
         ));
         p.free_pages(b.pfn, 1).expect("the right free still works");
+        let (x, y) = p.unpinned(|m, _| {
+            let flags = crate::SlabFlags::NO_MERGE;
+            (
+                m.kmem_cache_create("pin_x", 40, 0, flags).expect("cache"),
+                m.kmem_cache_create("pin_y", 40, 0, flags).expect("cache"),
+            )
+        });
+        let a = p.kmem_cache_alloc(x, Gfp::GFP_KERNEL).expect("alloc");
+        assert!(matches!(
+            p.kmem_cache_free(y, a),
+            Err(SlabError::WrongCache { .. })
+        ));
+        p.kmem_cache_free(x, a).expect("the right cache");
+        assert!(matches!(
+            p.kmem_cache_free(x, a),
+            Err(SlabError::DoubleFree { .. })
+        ));
         drop(p);
         m.check_invariants().expect("consistent");
         m.check_slabs().expect("slabs");

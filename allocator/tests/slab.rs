@@ -589,3 +589,62 @@ fn two_threads_share_caches_without_losing_objects() {
     }
     m.check_fully_merged().unwrap();
 }
+
+/// `kmalloc_node` / `kmem_cache_alloc_node` follow `node_match`: an object comes from
+/// the named node even when the CPU's slab (on another node) has free objects; that
+/// slab is deactivated, and a request without a node then uses the new CPU slab.
+#[test]
+fn allocations_on_a_named_node_come_from_that_node() {
+    let m = Machine::boot(MachineConfig {
+        nodes: 2,
+        cpus: 2,
+        ..MachineConfig::bare(ByteSize::mib(512))
+    })
+    .unwrap();
+    let c0 = AllocContext::on_cpu(0);
+    let node_of = |a: u64| m.addr_info(a).expect("a direct-map address").node;
+    let local = m.kmalloc(64, Gfp::GFP_KERNEL, &c0).unwrap();
+    let here = node_of(local.addr);
+    let there = 1 - here;
+    let mut objs = vec![local.addr];
+    for _ in 0..3 {
+        let o = m.kmalloc_node(64, Gfp::GFP_KERNEL, there, &c0).unwrap();
+        assert_eq!(node_of(o.addr), there, "kmalloc_node({there})");
+        objs.push(o.addr);
+        let p = m
+            .pin_cpu(&AllocContext {
+                node: Some(there),
+                ..c0.clone()
+            })
+            .unwrap()
+            .kmalloc(64, Gfp::GFP_KERNEL)
+            .unwrap();
+        assert_eq!(node_of(p.addr), there, "pinned kmalloc on node {there}");
+        objs.push(p.addr);
+    }
+    let back = m.kmalloc_node(64, Gfp::GFP_KERNEL, here, &c0).unwrap();
+    assert_eq!(node_of(back.addr), here);
+    objs.push(back.addr);
+    let info = m
+        .caches_info()
+        .into_iter()
+        .find(|i| i.name == "kmalloc-64")
+        .unwrap();
+    assert_eq!(info.alloc_node_mismatch, 2, "there and back again");
+    let cache = m
+        .kmem_cache_create("numa_obj", 200, 0, SlabFlags::NO_MERGE)
+        .unwrap();
+    for node in [here, there, here] {
+        let a = m
+            .kmem_cache_alloc_node(cache, Gfp::GFP_KERNEL, node, &c0)
+            .unwrap();
+        assert_eq!(node_of(a), node, "kmem_cache_alloc_node({node})");
+        m.kmem_cache_free(cache, a, &c0).unwrap();
+    }
+    for a in objs {
+        m.kfree(a, &c0).unwrap();
+    }
+    m.check_slabs().unwrap();
+    m.kmem_cache_destroy(cache).unwrap();
+    m.check_fully_merged().unwrap();
+}

@@ -239,6 +239,8 @@ pub struct CacheStats {
     pub alloc_slab: AtomicU64,
     pub free_slab: AtomicU64,
     pub cpu_partial_alloc: AtomicU64,
+    /// `ALLOC_NODE_MISMATCH`: CPU slabs deactivated for a request naming another node.
+    pub alloc_node_mismatch: AtomicU64,
     pub cpu_partial_free: AtomicU64,
     pub order_fallback: AtomicU64,
 }

@@ -37,6 +37,19 @@ impl Machine {
         gfp: Gfp,
         ctx: &AllocContext,
     ) -> Result<u64, SlabError> {
+        if let Some(addr) = self.cache_alloc_fast(id, gfp, ctx, None) {
+            return Ok(addr);
+        }
+        self.kmem_cache_alloc_general(id, gfp, ctx)
+    }
+
+    #[inline(never)]
+    fn kmem_cache_alloc_general(
+        &self,
+        id: CacheId,
+        gfp: Gfp,
+        ctx: &AllocContext,
+    ) -> Result<u64, SlabError> {
         let c = self.live_cache(id)?;
         let gfp = ctx.scope.apply(gfp);
         let addr = loop {
@@ -222,6 +235,9 @@ impl Machine {
         addr: u64,
         ctx: &AllocContext,
     ) -> Result<(), SlabError> {
+        if self.kfree_fast(addr, Some(id), ctx, None).is_some() {
+            return Ok(());
+        }
         let o = self.check_free(id, addr)?;
         let c = self.caches.get(o.cache).expect("resolved");
         self.cache_free(c, o, addr, ctx)
@@ -462,6 +478,7 @@ impl Machine {
             alloc_slab: g(&c.stats.alloc_slab),
             free_slab: g(&c.stats.free_slab),
             order_fallback: g(&c.stats.order_fallback),
+            alloc_node_mismatch: g(&c.stats.alloc_node_mismatch),
             alloc_total: fast[0] + g(&c.stats.alloc_slowpath),
             free_total: fast[1] + fast[2],
             destroyed: c.destroyed.load(Relaxed),
@@ -520,6 +537,8 @@ pub struct CacheInfo {
     pub alloc_slab: u64,
     pub free_slab: u64,
     pub order_fallback: u64,
+    /// CPU slabs given up for a request naming another node.
+    pub alloc_node_mismatch: u64,
     pub alloc_total: u64,
     pub free_total: u64,
     pub destroyed: bool,

@@ -43,6 +43,14 @@ fn take_objcg(c: &KmemCache, slab: u32, index: u32) -> Option<CgroupId> {
     c.obj_exts.get()?.take(slab, index)
 }
 
+/// `node_match`: a request naming a node is served from the CPU slab only if that
+/// slab is on the node (every simulated node has memory, so the kernel's exception for
+/// memoryless nodes never applies).
+#[inline(always)]
+fn node_match(cs: &CpuSlab, node: Option<u16>) -> bool {
+    node.is_none_or(|n| cs.active.is_none() || cs.active_node == n)
+}
+
 /// Where a slab is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlabState {
@@ -163,6 +171,8 @@ impl SlabTable {
 pub struct CpuSlab {
     pub active: Option<u32>,
     pub active_pfn: Pfn,
+    /// Node of the active slab (`slab_nid`), for `node_match`.
+    pub active_node: u16,
     /// Free objects of the active slab, owned by this CPU.
     pub freelist: Vec<u32>,
     pub bits: Vec<u64>,
@@ -268,10 +278,11 @@ impl Machine {
         &self,
         c: &KmemCache,
         cpu: usize,
+        node: Option<u16>,
         charge: Option<CgroupId>,
     ) -> Option<u64> {
         let mut g = self.cpu_locals[cpu].lock();
-        self.slab_alloc_fast_in(&mut g, c, charge)
+        self.slab_alloc_fast_in(&mut g, c, node, charge)
     }
 
     /// [`Machine::slab_alloc_fast`] with CPU `cpu`'s local lock already held.
@@ -280,10 +291,11 @@ impl Machine {
         &self,
         local: &mut CpuLocal,
         c: &KmemCache,
+        node: Option<u16>,
         charge: Option<CgroupId>,
     ) -> Option<u64> {
         let (cs, stock) = local.parts(c.id);
-        if cs.freelist.is_empty() {
+        if cs.freelist.is_empty() || !node_match(cs, node) {
             return None;
         }
         if let Some(cg) = charge {
@@ -361,15 +373,23 @@ impl Machine {
     ) -> Result<u64, SlabError> {
         let cpu = self.resolve_cpu(ctx)?;
         let mut cs = self.cpu_slab(c, cpu);
-        if let Some(i) = cs.freelist.pop() {
-            Slab::set(&mut cs.bits, i, false);
-            cs.alloc_fastpath += 1;
-            return Ok(c.obj_addr(cs.active_pfn, i));
+        if node_match(&cs, ctx.node) {
+            if let Some(i) = cs.freelist.pop() {
+                Slab::set(&mut cs.bits, i, false);
+                cs.alloc_fastpath += 1;
+                return Ok(c.obj_addr(cs.active_pfn, i));
+            }
         }
         c.stats.alloc_slowpath.fetch_add(1, Relaxed);
         let node = ctx.node.unwrap_or(self.cpus[cpu].node);
         loop {
             let mut t = c.slabs.lock();
+            // `node_match` failed: the CPU slab goes back to its node and a slab of
+            // the named node takes its place (`deactivate_slab`).
+            if !node_match(&cs, ctx.node) {
+                c.stats.alloc_node_mismatch.fetch_add(1, Relaxed);
+                self.deactivate_cpu_slab(c, &mut cs, &mut t, cpu);
+            }
             // Objects freed remotely into the active slab.
             if let Some(id) = cs.active {
                 let s = t.slab(id);
@@ -389,15 +409,32 @@ impl Machine {
                 t.slab(id).state = SlabState::Full;
                 cs.active = None;
             }
-            // Per-CPU partial, then the node's partial list, then any node's.
-            let next = if let Some(id) = cs.partial.pop() {
+            // Per-CPU partial (of the named node, if any), then the node's partial list,
+            // then any node's.
+            let cpu_partial = match ctx.node {
+                None => cs.partial.pop(),
+                Some(n) => {
+                    let at = cs.partial.iter().rposition(|&id| t.slab(id).node == n);
+                    at.map(|i| cs.partial.remove(i))
+                }
+            };
+            let next = if let Some(id) = cpu_partial {
                 c.stats.cpu_partial_alloc.fetch_add(1, Relaxed);
                 Some(id)
             } else {
+                // `get_partial`: the node's own list, then (`get_any_partial`, unless
+                // __GFP_THISNODE) another node's, but only one holding more than
+                // min_partial slabs, so a node is not drained of its last few.
                 let nodes = self.nr_nodes();
-                let pick = (0..nodes)
-                    .map(|k| (node as usize + k) % nodes)
-                    .find(|&n| !t.node_partial[n].is_empty());
+                let thisnode = gfp.contains(Gfp::THISNODE);
+                let pick = (0..nodes).map(|k| (node as usize + k) % nodes).find(|&n| {
+                    let len = t.node_partial[n].len();
+                    if n == node as usize {
+                        len > 0
+                    } else {
+                        !thisnode && len as u32 > c.min_partial
+                    }
+                });
                 pick.map(|n| {
                     let id = t.node_partial[n].pop().expect("non-empty");
                     // Also refill the CPU partial list up to half its budget.
@@ -458,6 +495,7 @@ impl Machine {
         cs.active = Some(id);
         cs.remote = 0;
         cs.active_pfn = s.pfn;
+        cs.active_node = s.node;
         cs.freelist.clear();
         cs.freelist.extend(taken.iter().rev());
     }
@@ -697,23 +735,30 @@ impl Machine {
         c.stats.free_slab.fetch_add(1, Relaxed);
     }
 
+    /// `deactivate_slab`: the CPU's active slab takes its CPU freelist back and goes
+    /// to its node's list (or is discarded when empty and the node has enough).
+    fn deactivate_cpu_slab(&self, c: &KmemCache, cs: &mut CpuSlab, t: &mut SlabTable, cpu: usize) {
+        let Some(id) = cs.active.take() else {
+            return;
+        };
+        let s = t.slab(id);
+        for &i in &cs.freelist {
+            s.free.push(i);
+            Slab::set(&mut s.free_bits, i, true);
+        }
+        cs.freelist.clear();
+        cs.bits.clear();
+        cs.remote = 0;
+        s.state = SlabState::CpuPartial(cpu as u16);
+        self.unfreeze_partial(c, t, id);
+    }
+
     /// Return every CPU's active and partial slabs to the node lists (`flush_all`).
     pub(crate) fn flush_all_cpu_slabs(&self, c: &KmemCache) {
         for cpu in 0..self.nr_cpus() {
             let mut cs = self.cpu_slab(c, cpu);
             let mut t = c.slabs.lock();
-            if let Some(id) = cs.active.take() {
-                let s = t.slab(id);
-                for &i in &cs.freelist {
-                    s.free.push(i);
-                    Slab::set(&mut s.free_bits, i, true);
-                }
-                cs.freelist.clear();
-                cs.bits.clear();
-                cs.remote = 0;
-                s.state = SlabState::CpuPartial(cpu as u16);
-                self.unfreeze_partial(c, &mut t, id);
-            }
+            self.deactivate_cpu_slab(c, &mut cs, &mut t, cpu);
             for id in std::mem::take(&mut cs.partial) {
                 self.unfreeze_partial(c, &mut t, id);
             }
