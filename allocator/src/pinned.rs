@@ -4,11 +4,12 @@
 //! (preemption or interrupts off) costs no atomic instruction, so popping a pcp page
 //! or a slab object is a few plain loads and stores. kmemd's per-call API cannot
 //! assume that: any host thread may act as any simulated CPU, so every call takes the
-//! CPU's locks, which costs two locked instructions per alloc/free pair (about the
-//! whole of glibc's malloc/free pair on the benchmark host).
+//! CPU's locks: two locked instructions per alloc/free pair. Each one is a full
+//! barrier that the loads after it wait for, which costs 7–8 ns of a 26 ns
+//! kmalloc-64 pair on the benchmark host (BENCHMARKS.md).
 //!
 //! [`PinnedCpu`] is the kernel's model for a caller that does many operations in a
-//! row (a Batch, a load generator's worker, a benchmark loop): it takes the CPU's
+//! row (an in-process load generator's worker, a benchmark loop): it takes the CPU's
 //! local lock (slab CPU state and object stock) and pcp lock once, like `get_cpu()`,
 //! and keeps them until it is dropped (`put_cpu()`). Its fast paths then run without
 //! any lock. Everything the fast paths cannot finish, such as refills, drains, memcg
