@@ -19,7 +19,9 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::machine::Machine;
-use crate::page::{MigrateType, PageKind, Pfn, MAX_ORDER, NR_MIGRATETYPES, PAGEBLOCK_ORDER};
+use crate::page::{
+    MigrateType, PageKind, PageWord, Pfn, MAX_ORDER, NR_MIGRATETYPES, PAGEBLOCK_ORDER,
+};
 use crate::pcp::pindex_order;
 
 /// Totals found by a successful check.
@@ -60,10 +62,7 @@ impl Machine {
                     for &p in list {
                         let p = p as Pfn;
                         let w = pages.get(p);
-                        if w.kind() != PageKind::Pcp
-                            || w.order() != order
-                            || w.aux() != cpu.id as u32
-                        {
+                        if w != PageWord::pcp(order) {
                             bad(format!(
                                 "pcp cpu {} list {pi}: pfn {p:#x} has word {w:?}",
                                 cpu.id

@@ -828,10 +828,7 @@ impl Machine {
                 let Some(p) = b.rmqueue(req.order, req.mt, flags) else {
                     break;
                 };
-                self.pages().set(
-                    p,
-                    PageWord::new(PageKind::Pcp, req.order, req.mt, req.cpu as u32),
-                );
+                self.pages().set(p, PageWord::pcp(req.order));
                 taken.push(p as u32);
                 pcp.count += 1 << req.order;
             }
@@ -1188,11 +1185,10 @@ impl Machine {
     pub(crate) fn claim_for_free(&self, pfn: Pfn, order: u8) -> Result<PageWord, FreeError> {
         let pages = self.pages();
         let w = pages.get(pfn);
-        if w.kind() == PageKind::Alloc
-            && w.order() == order
-            && pages.cas(pfn, w, w.with_kind(PageKind::Freeing)).is_ok()
-        {
-            return Ok(w);
+        if w.kind() == PageKind::Alloc && w.order() == order {
+            if let Ok(w) = pages.cas(pfn, w, w.with_kind(PageKind::Freeing)) {
+                return Ok(w);
+            }
         }
         self.claim_for_free_slow(pfn, order)
     }
@@ -1215,7 +1211,7 @@ impl Machine {
                         });
                     }
                     match pages.cas(pfn, w, w.with_kind(PageKind::Freeing)) {
-                        Ok(()) => return Ok(w),
+                        Ok(w) => return Ok(w),
                         Err(now) => w = now,
                     }
                 }
@@ -1270,8 +1266,7 @@ impl Machine {
             st.events.add(Event::Pgfree, 1 << order);
             let pcp = &mut st.pcp[zone.id];
             let pi = pindex(order, mt);
-            self.pages()
-                .set(pfn, PageWord::new(PageKind::Pcp, order, mt, cpu as u32));
+            self.pages().set(pfn, PageWord::pcp(order));
             pcp.push(pi, pfn);
             pcp.count += 1 << order;
             let n = pcp.nr_to_free(zone.pcp_sizing(), order);
