@@ -359,7 +359,7 @@ impl PageMap {
 
     /// Plain store: only for pages whose owner holds the lock that guards them (a zone
     /// lock for buddy pages, the CPU's lock for pcp pages).
-    #[inline]
+    #[inline(always)]
     pub fn set(&self, pfn: Pfn, w: PageWord) {
         let i = pfn as usize;
         let h = self.store_cold(i, w);
