@@ -23,8 +23,8 @@
 //! kmem (0.6 MiB of page state for its live blocks, against a few KiB of free-block
 //! trees for the baseline) paid for refilling it, a cold-cache regime criterion's
 //! steady loop never sees (1.02-1.08 interleaved, 0.83-1.01 alone, in runs minutes
-//! apart; the host phase moves both). The
-//! mixed workloads keep their 100k live blocks across rounds. The host allocator baseline is the process's global
+//! apart; the host phase moves both). The mixed workloads keep their 100k live
+//! blocks across rounds. The host allocator baseline is the process's global
 //! allocator (glibc malloc here).
 
 use std::hint::black_box;
