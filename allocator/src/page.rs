@@ -446,6 +446,54 @@ mod tests {
     }
 
     #[test]
+    fn hot_byte_and_cold_word() {
+        let map = PageMap::new(1024, vec![0; 2]);
+        // A plain allocation lives in the hot byte alone: the cold word is never written.
+        let plain = PageWord::new(PageKind::Alloc, 3, MigrateType::Unmovable, 0);
+        map.set(8, plain);
+        assert_eq!(map.get(8), plain);
+        assert_eq!(map.cold[8].load(Ordering::Relaxed), 0);
+        assert_eq!(map.hot[8].load(Ordering::Relaxed) & HOT_COLD, 0);
+        // Anything beyond kind and order goes to the cold word, announced by the bit.
+        let rich = PageWord::new(PageKind::Buddy, 10, MigrateType::Movable, 77)
+            .with_owner(Owner::Slab(12))
+            .with_compound(true);
+        map.set(16, rich);
+        assert_eq!(map.get(16), rich);
+        assert_eq!(map.try_get(16), Some(rich));
+        assert_ne!(map.hot[16].load(Ordering::Relaxed) & HOT_COLD, 0);
+        // A later plain word hides the stale cold word without rewriting it.
+        map.set(16, PageWord::pcp(10));
+        assert_eq!(map.get(16), PageWord::pcp(10));
+        assert_ne!(map.cold[16].load(Ordering::Relaxed), 0);
+        assert_eq!(map.try_get(1024), None);
+    }
+
+    #[test]
+    fn cas_swaps_the_hot_byte_and_keeps_the_cold_word() {
+        let map = PageMap::new(64, vec![0; 1]);
+        let charged = PageWord::new(PageKind::Alloc, 2, MigrateType::Unmovable, 5);
+        map.set(4, charged);
+        let freeing = charged.with_kind(PageKind::Freeing);
+        assert_eq!(map.cas(4, charged, freeing), Ok(charged));
+        assert_eq!(map.get(4), freeing);
+        // A second claim of the same block fails and reports what is there now.
+        assert_eq!(map.cas(4, charged, freeing), Err(freeing));
+        // Plain words: the comparison covers the whole word.
+        let plain = PageWord::new(PageKind::Alloc, 0, MigrateType::Unmovable, 0);
+        map.set(5, plain);
+        let wrong_order = PageWord::new(PageKind::Alloc, 1, MigrateType::Unmovable, 0);
+        assert_eq!(
+            map.cas(5, wrong_order, wrong_order.with_kind(PageKind::Freeing)),
+            Err(plain)
+        );
+        assert_eq!(
+            map.cas(5, plain, plain.with_kind(PageKind::Freeing)),
+            Ok(plain)
+        );
+    }
+
+    #[test]
     fn page_state_budget() {
         // 9 bytes per page plus 3 per 512-page block: under the 16-byte budget.
         let map = PageMap::new(1 << 20, vec![0; 2048]);
