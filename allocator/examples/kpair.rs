@@ -56,11 +56,12 @@ fn run<A: PageAllocator>(a: &mut A, what: &str, n: u32) -> std::time::Instant {
         }
     }
     if let (Some(x), true) = (&mixed, std::env::var_os("KPAIR_SPREAD").is_some()) {
-        let lines: std::collections::HashSet<u64> = x.live.iter().map(|&(p, _)| p >> 3).collect();
+        // One hot byte per page: 64 pages per cache line.
+        let lines: std::collections::HashSet<u64> = x.live.iter().map(|&(p, _)| p >> 6).collect();
         let lo = x.live.iter().map(|l| l.0).min().unwrap_or(0);
         let hi = x.live.iter().map(|l| l.0).max().unwrap_or(0);
         eprintln!(
-            "live heads: {} blocks, {} distinct page-word lines ({} KiB), pfn {lo:#x}..{hi:#x}",
+            "live heads: {} blocks, {} distinct hot-byte lines ({} KiB), pfn {lo:#x}..{hi:#x}",
             x.live.len(),
             lines.len(),
             lines.len() * 64 / 1024
