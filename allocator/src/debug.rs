@@ -92,6 +92,7 @@ impl Machine {
             let mut covered: Vec<(Pfn, Pfn, u8)> = Vec::new(); // (start, end, kind)
             let mut free = 0u64;
             let mut free_ha = 0u64;
+            let mut nonempty = 0u64;
             for order in 0..=MAX_ORDER {
                 for mt in MigrateType::ALL {
                     let list = b.list(order, mt);
@@ -100,6 +101,9 @@ impl Machine {
                             "zone {} order {order} {mt:?}: count mirror wrong",
                             zone.zt.name()
                         ));
+                    }
+                    if !list.is_empty() && mt != MigrateType::Isolate {
+                        nonempty |= crate::zone::nonempty_bit(order as usize, mt);
                     }
                     for (i, &p) in list.iter().enumerate() {
                         let p = p as Pfn;
@@ -153,6 +157,13 @@ impl Machine {
                         }
                     }
                 }
+            }
+            if zone.free_lists_nonempty() != nonempty {
+                bad(format!(
+                    "zone {}: non-empty list mask {:#x}, lists say {nonempty:#x}",
+                    zone.zt.name(),
+                    zone.free_lists_nonempty()
+                ));
             }
             if free != zone.free_pages() {
                 bad(format!(

@@ -101,12 +101,17 @@ impl FreeWaiters {
         *self.gen.lock()
     }
     /// Called on every free: one relaxed load unless someone waits.
-    #[inline]
+    #[inline(always)]
     pub fn notify(&self) {
         if self.waiters.load(Relaxed) > 0 {
-            *self.gen.lock() += 1;
-            self.cv.notify_all();
+            self.wake();
         }
+    }
+    #[cold]
+    #[inline(never)]
+    fn wake(&self) {
+        *self.gen.lock() += 1;
+        self.cv.notify_all();
     }
     /// Sleep until a free happens after generation `seen`, or `until`.
     pub fn wait_past(&self, seen: u64, until: Instant) {

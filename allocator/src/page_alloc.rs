@@ -37,7 +37,7 @@ use crate::page::{
 };
 use crate::pcp::{pcp_allowed_order, pindex, CpuState};
 use crate::vmstat::{Event, RareEvents};
-use crate::zone::{Wmark, Zone};
+use crate::zone::{nonempty_from, Wmark, Zone};
 
 /// `ALLOC_*` flags (mm/internal.h).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -1491,24 +1491,20 @@ pub(crate) fn watermark_ok(
     if order == 0 {
         return true;
     }
-    for o in order as usize..=MAX_ORDER as usize {
-        for mt in [
-            MigrateType::Unmovable,
-            MigrateType::Movable,
-            MigrateType::Reclaimable,
-        ] {
-            if z.nr_free_blocks(o, mt) > 0 {
-                return true;
-            }
-        }
-        if flags.contains(AllocFlags::CMA) && z.nr_free_blocks(o, MigrateType::Cma) > 0 {
-            return true;
-        }
-        if flags.intersects(AllocFlags(AllocFlags::HIGHATOMIC.0 | AllocFlags::OOM.0))
-            && z.nr_free_blocks(o, MigrateType::HighAtomic) > 0
-        {
-            return true;
-        }
+    // Some list at this order or above that the request may take from: the types
+    // with pcp lists, CMA with ALLOC_CMA, HighAtomic with ALLOC_HIGHATOMIC/OOM.
+    let o = order as usize;
+    let mut want = nonempty_from(o, MigrateType::Unmovable)
+        | nonempty_from(o, MigrateType::Movable)
+        | nonempty_from(o, MigrateType::Reclaimable);
+    if flags.contains(AllocFlags::CMA) {
+        want |= nonempty_from(o, MigrateType::Cma);
+    }
+    if flags.intersects(AllocFlags(AllocFlags::HIGHATOMIC.0 | AllocFlags::OOM.0)) {
+        want |= nonempty_from(o, MigrateType::HighAtomic);
+    }
+    if z.free_lists_nonempty() & want != 0 {
+        return true;
     }
     false
 }

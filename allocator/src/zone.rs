@@ -50,6 +50,9 @@ pub struct FreeArea {
     /// the lock holder), so list operations need no atomic read-modify-write.
     nr_free: u64,
     nr_free_highatomic: u64,
+    /// Which lists are non-empty, as [`nonempty_bit`] lays them out; mirrored to
+    /// `Zone::free_lists_nonempty`.
+    nonempty: u64,
     /// Events of allocations and frees that went straight to the buddy lists (the
     /// pcp path counts on its CPU instead), so those need no second lock.
     pub events: ZoneEvents,
@@ -61,6 +64,30 @@ pub struct ZoneEvents {
     pub pgalloc: u64,
     pub pgfree: u64,
     pub numa: crate::pcp::NumaEvents,
+}
+
+/// The lockless mirrors of the buddy lists, written under the zone lock.
+#[derive(Default)]
+struct FreeCounts {
+    blocks: [[AtomicU32; NR_MIGRATETYPES]; NR_ORDERS],
+    /// One bit per allocatable list ([`nonempty_bit`]): the high-order watermark
+    /// check asks "is any list of these types at this order or above non-empty?" with
+    /// one load, where the kernel walks `free_area[o].nr_free` order by order.
+    nonempty: AtomicU64,
+}
+
+/// Bit of list (`order`, `mt`) in the non-empty mask: 11 bits per migratetype, for
+/// every type but Isolate (never allocated from).
+#[inline]
+pub const fn nonempty_bit(order: usize, mt: MigrateType) -> u64 {
+    1 << (mt as usize * NR_ORDERS + order)
+}
+
+/// The non-empty-mask bits of the lists of `mt` at `order` and above.
+#[inline]
+pub const fn nonempty_from(order: usize, mt: MigrateType) -> u64 {
+    let orders = ((1u64 << NR_ORDERS) - 1) & !((1u64 << order) - 1);
+    orders << (mt as usize * NR_ORDERS)
 }
 
 /// A zone.
@@ -80,7 +107,7 @@ pub struct Zone {
     /// Mirror of each list's length, for lockless watermark checks.
     /// Written on every list operation: kept on cache lines of its own so the
     /// read-mostly fields below (watermarks, reserves) do not bounce between CPUs.
-    nr_free_blocks: CachePadded<[[AtomicU32; NR_MIGRATETYPES]; NR_ORDERS]>,
+    nr_free_blocks: CachePadded<FreeCounts>,
     pub(crate) wmark: [AtomicU64; 4],
     pub(crate) boost: AtomicU64,
     pub(crate) lowmem_reserve: [AtomicU64; MAX_NR_ZONES],
@@ -109,6 +136,7 @@ impl Zone {
                 lists: Default::default(),
                 nr_free: 0,
                 nr_free_highatomic: 0,
+                nonempty: 0,
                 events: ZoneEvents::default(),
             })),
             nr_free: CachePadded::new(AtomicU64::new(0)),
@@ -174,7 +202,13 @@ impl Zone {
     }
     /// Free blocks on list (order, type), read without the lock.
     pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> u64 {
-        self.nr_free_blocks[order][mt as usize].load(Relaxed) as u64
+        self.nr_free_blocks.blocks[order][mt as usize].load(Relaxed) as u64
+    }
+
+    /// The non-empty mask of the buddy lists ([`nonempty_bit`]), read without the lock.
+    #[inline]
+    pub fn free_lists_nonempty(&self) -> u64 {
+        self.nr_free_blocks.nonempty.load(Relaxed)
     }
 
     /// Take the zone lock.
@@ -197,9 +231,21 @@ pub(crate) struct Buddy<'a> {
 }
 
 impl Buddy<'_> {
-    fn sync_count(&self, order: u8, mt: MigrateType) {
+    fn sync_count(&mut self, order: u8, mt: MigrateType) {
         let n = self.area.lists[order as usize][mt as usize].len() as u32;
-        self.zone.nr_free_blocks[order as usize][mt as usize].store(n, Relaxed);
+        self.zone.nr_free_blocks.blocks[order as usize][mt as usize].store(n, Relaxed);
+        if mt != MigrateType::Isolate {
+            let bit = nonempty_bit(order as usize, mt);
+            let now = if n > 0 {
+                self.area.nonempty | bit
+            } else {
+                self.area.nonempty & !bit
+            };
+            if now != self.area.nonempty {
+                self.area.nonempty = now;
+                self.zone.nr_free_blocks.nonempty.store(now, Relaxed);
+            }
+        }
     }
 
     /// Put a free block on a list (`__add_to_free_list`); `tail` places it where it is
@@ -450,5 +496,61 @@ impl Buddy<'_> {
             }
         }
         (free, movable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonempty_masks_select_orders_and_types() {
+        let from3 = nonempty_from(3, MigrateType::Movable);
+        assert_eq!(from3 & nonempty_bit(2, MigrateType::Movable), 0);
+        assert_ne!(from3 & nonempty_bit(3, MigrateType::Movable), 0);
+        assert_ne!(
+            from3 & nonempty_bit(MAX_ORDER as usize, MigrateType::Movable),
+            0
+        );
+        assert_eq!(from3 & nonempty_bit(3, MigrateType::Unmovable), 0);
+        assert_eq!(from3 & nonempty_bit(0, MigrateType::Reclaimable), 0);
+        assert_eq!(from3.count_ones(), (NR_ORDERS - 3) as u32);
+        // Every allocatable type fits in the 64-bit mask without overlap.
+        let all: u64 = MigrateType::ALL[..5].iter().fold(0, |m, &mt| {
+            let b = nonempty_from(0, mt);
+            assert_eq!(m & b, 0);
+            m | b
+        });
+        assert_eq!(all.count_ones(), 5 * NR_ORDERS as u32);
+    }
+
+    #[test]
+    fn nonempty_mask_follows_the_lists() {
+        let m = crate::Machine::boot(crate::MachineConfig::bare(crate::ByteSize::mib(64)))
+            .expect("boot");
+        let z = m.zones().iter().find(|z| z.populated()).expect("a zone");
+        assert_ne!(z.free_lists_nonempty(), 0);
+        // Take every free page of the zone's lists, then give them back.
+        let mut taken = Vec::new();
+        {
+            let mut b = z.lock(&m.mm);
+            for o in (0..=MAX_ORDER).rev() {
+                for mt in MigrateType::ALL {
+                    while let Some(p) = b.peek(o, mt) {
+                        b.del(p);
+                        taken.push((p, o));
+                    }
+                }
+            }
+        }
+        assert_eq!(z.free_lists_nonempty(), 0);
+        {
+            let mut b = z.lock(&m.mm);
+            for &(p, o) in &taken {
+                b.free_one(p, o);
+            }
+        }
+        assert_ne!(z.free_lists_nonempty(), 0);
+        m.check_invariants().expect("invariants");
     }
 }
