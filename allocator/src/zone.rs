@@ -7,7 +7,8 @@
 //!   words that are not heads;
 //! - a block of order < pageblock_order is on the list of its pageblock's type; a larger
 //!   block's pageblocks all have the type of its list;
-//! - the lockless mirrors (`nr_free`, `nr_free_blocks`) equal the lists.
+//! - the lockless mirrors (`nr_free`, the per-list counts and the non-empty mask) equal
+//!   the lists.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
@@ -50,9 +51,6 @@ pub struct FreeArea {
     /// the lock holder), so list operations need no atomic read-modify-write.
     nr_free: u64,
     nr_free_highatomic: u64,
-    /// Which lists are non-empty, as [`nonempty_bit`] lays them out; mirrored to
-    /// `Zone::free_lists_nonempty`.
-    nonempty: u64,
     /// Events of allocations and frees that went straight to the buddy lists (the
     /// pcp path counts on its CPU instead), so those need no second lock.
     pub events: ZoneEvents,
@@ -107,7 +105,7 @@ pub struct Zone {
     /// Mirror of each list's length, for lockless watermark checks.
     /// Written on every list operation: kept on cache lines of its own so the
     /// read-mostly fields below (watermarks, reserves) do not bounce between CPUs.
-    nr_free_blocks: CachePadded<FreeCounts>,
+    free_counts: CachePadded<FreeCounts>,
     pub(crate) wmark: [AtomicU64; 4],
     pub(crate) boost: AtomicU64,
     pub(crate) lowmem_reserve: [AtomicU64; MAX_NR_ZONES],
@@ -136,11 +134,10 @@ impl Zone {
                 lists: Default::default(),
                 nr_free: 0,
                 nr_free_highatomic: 0,
-                nonempty: 0,
                 events: ZoneEvents::default(),
             })),
             nr_free: CachePadded::new(AtomicU64::new(0)),
-            nr_free_blocks: CachePadded::new(Default::default()),
+            free_counts: CachePadded::new(Default::default()),
             wmark: Default::default(),
             boost: AtomicU64::new(0),
             lowmem_reserve: Default::default(),
@@ -202,13 +199,13 @@ impl Zone {
     }
     /// Free blocks on list (order, type), read without the lock.
     pub fn nr_free_blocks(&self, order: usize, mt: MigrateType) -> u64 {
-        self.nr_free_blocks.blocks[order][mt as usize].load(Relaxed) as u64
+        self.free_counts.blocks[order][mt as usize].load(Relaxed) as u64
     }
 
     /// The non-empty mask of the buddy lists ([`nonempty_bit`]), read without the lock.
     #[inline]
     pub fn free_lists_nonempty(&self) -> u64 {
-        self.nr_free_blocks.nonempty.load(Relaxed)
+        self.free_counts.nonempty.load(Relaxed)
     }
 
     /// Take the zone lock.
@@ -231,19 +228,17 @@ pub(crate) struct Buddy<'a> {
 }
 
 impl Buddy<'_> {
-    fn sync_count(&mut self, order: u8, mt: MigrateType) {
+    fn sync_count(&self, order: u8, mt: MigrateType) {
         let n = self.area.lists[order as usize][mt as usize].len() as u32;
-        self.zone.nr_free_blocks.blocks[order as usize][mt as usize].store(n, Relaxed);
+        let counts = &self.zone.free_counts;
+        counts.blocks[order as usize][mt as usize].store(n, Relaxed);
         if mt != MigrateType::Isolate {
+            // Only the lock holder writes the mask, so load + store is enough.
             let bit = nonempty_bit(order as usize, mt);
-            let now = if n > 0 {
-                self.area.nonempty | bit
-            } else {
-                self.area.nonempty & !bit
-            };
-            if now != self.area.nonempty {
-                self.area.nonempty = now;
-                self.zone.nr_free_blocks.nonempty.store(now, Relaxed);
+            let was = counts.nonempty.load(Relaxed);
+            let now = if n > 0 { was | bit } else { was & !bit };
+            if now != was {
+                counts.nonempty.store(now, Relaxed);
             }
         }
     }
