@@ -59,7 +59,12 @@ impl Scope {
 
     /// `current_gfp_context`: NOIO clears IO and FS (and wins over NOFS), NOFS clears
     /// FS, PIN clears MOVABLE.
+    #[inline(always)]
     pub fn apply(self, gfp: Gfp) -> Gfp {
+        // Most calls run in no scope: one test, then nothing to clear.
+        if self.0 & (Scope::NOIO.0 | Scope::NOFS.0 | Scope::PIN.0) == 0 {
+            return gfp;
+        }
         let mut g = gfp;
         if self.contains(Scope::NOIO) {
             g = g.without(Gfp(Gfp::IO.0 | Gfp::FS.0));

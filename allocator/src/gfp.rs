@@ -137,6 +137,21 @@ pub const GFP_BITS_MASK: u32 = (1 << GFP_BITS_SHIFT) - 1;
 /// Bit 9 was `__GFP_ATOMIC` until v6.3 and is unused since.
 const UNUSED_BITS: u32 = 1 << 9;
 
+/// Bit `b` is set when the low five bits `b` (DMA, HIGHMEM, DMA32, MOVABLE,
+/// RECLAIMABLE) make a valid mask: at most one zone modifier, not both migratetypes.
+const VALID_LOW5: u32 = {
+    let mut t = 0u32;
+    let mut b = 0u32;
+    while b < 32 {
+        let zone_mods = (b & 0b111).count_ones();
+        if zone_mods <= 1 && b & 0b11000 != 0b11000 {
+            t |= 1 << b;
+        }
+        b += 1;
+    }
+    t
+};
+
 impl Gfp {
     pub const NONE: Gfp = Gfp(0);
     /// `__GFP_RECLAIM`: direct and kswapd reclaim.
@@ -281,14 +296,11 @@ impl Gfp {
     /// (the kernel cannot honour it and warns).
     #[inline]
     pub fn validate(self) -> Result<Gfp, GfpError> {
-        // Fast accept of a good mask with bit operations; errors are built below.
-        let zm = self.0 & (Gfp::DMA.0 | Gfp::HIGHMEM.0 | Gfp::DMA32.0);
-        let nofail_bad = self.contains(Gfp::NOFAIL)
-            && (self.contains(Gfp::NORETRY) || !self.contains(Gfp::DIRECT_RECLAIM));
-        if self.0 & (!GFP_BITS_MASK | UNUSED_BITS) == 0
-            && zm & zm.wrapping_sub(1) == 0
-            && !self.contains(Gfp::MOVABLE_MASK)
-            && !nofail_bad
+        // Fast accept with two tests: no undefined bit and no NOFAIL (rare; its rules
+        // are checked below), and a valid pattern of the five zone and migratetype
+        // bits, looked up in a 32-bit table. Errors are built below.
+        if self.0 & (!GFP_BITS_MASK | UNUSED_BITS | Gfp::NOFAIL.0) == 0
+            && (VALID_LOW5 >> (self.0 & 31)) & 1 != 0
         {
             return Ok(self);
         }
@@ -633,5 +645,32 @@ mod tests {
         }
         assert!((Gfp::GFP_KERNEL | Gfp::NOFAIL).validate().is_ok());
         assert!((Gfp::MEMALLOC | Gfp::NOMEMALLOC).validate().is_ok());
+    }
+
+    #[test]
+    fn fast_accept_agrees_with_the_full_rules() {
+        // Every pattern of the five zone/migratetype bits, with the flags that take
+        // other routes through `validate` (NOFAIL, NORETRY, undefined bits).
+        let extras = [
+            0,
+            Gfp::GFP_KERNEL.0,
+            Gfp::GFP_ATOMIC.0,
+            (Gfp::GFP_KERNEL | Gfp::NOFAIL).0,
+            (Gfp::GFP_KERNEL | Gfp::NOFAIL | Gfp::NORETRY).0,
+            (Gfp::GFP_NOWAIT | Gfp::NOFAIL).0,
+            UNUSED_BITS,
+            1 << GFP_BITS_SHIFT,
+        ];
+        for low in 0..32u32 {
+            for extra in extras {
+                let g = Gfp(low | extra);
+                assert_eq!(
+                    g.validate().is_ok(),
+                    g.validate_slow().is_ok(),
+                    "{:#x}",
+                    g.0
+                );
+            }
+        }
     }
 }

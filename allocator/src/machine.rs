@@ -185,6 +185,9 @@ pub struct Machine {
     /// Per node: populated zones in fallback order.
     pub(crate) zonelists: Vec<Vec<usize>>,
     pub(crate) zonelists_thisnode: Vec<Vec<usize>>,
+    /// Per node, the fast path's preferred zone for each `[THISNODE][highest zone]`
+    /// (static after boot, like the zonelists it is read from).
+    pub(crate) first_zones: Vec<[[FirstZone; MAX_NR_ZONES]; 2]>,
     pub(crate) sysctl: Mutex<Sysctl>,
     pub(crate) content: ContentStore,
     pub(crate) waiters: FreeWaiters,
@@ -208,6 +211,39 @@ pub struct Machine {
     /// The cgroup each accounted slab object was charged to, by address (the
     /// kernel's `slabobj_ext`), sharded.
     pub(crate) vstats: crate::vmalloc::VmallocStats,
+}
+
+/// The first zone of a zonelist at or below the highest zone a mask allows, packed
+/// with whether `alloc_flags_nofragment` gives the fast path ALLOC_NOFRAGMENT there.
+/// Both depend only on the boot-time layout, so they are looked up, not walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FirstZone(u16);
+
+impl FirstZone {
+    pub(crate) const NONE: FirstZone = FirstZone(u16::MAX);
+    const NOFRAGMENT: u16 = 0x8000;
+
+    fn new(zone: usize, nofragment: bool) -> FirstZone {
+        assert!(
+            zone < Self::NOFRAGMENT as usize - 1,
+            "zone index fits 15 bits"
+        );
+        FirstZone(zone as u16 | if nofragment { Self::NOFRAGMENT } else { 0 })
+    }
+    #[inline(always)]
+    pub(crate) fn zone(self) -> Option<usize> {
+        (self != Self::NONE).then_some((self.0 & !Self::NOFRAGMENT) as usize)
+    }
+    #[inline(always)]
+    pub(crate) fn nofragment(self) -> bool {
+        self.0 & Self::NOFRAGMENT != 0 && self != Self::NONE
+    }
+}
+
+/// `alloc_flags_nofragment`'s zone test: the zone is Normal with a DMA32 below it that
+/// is populated, or the machine has a single node (where DMA32 counts even empty).
+fn nofragment_zone(zones: &[Zone], zone: usize, nr_nodes: usize) -> bool {
+    zones[zone].zt == ZoneType::Normal && (nr_nodes == 1 || zones[zone - 1].populated())
 }
 
 thread_local! {
@@ -262,6 +298,18 @@ impl Machine {
             zonelists.push(order.iter().flat_map(|&m| node_zones(m)).collect());
             thisnode.push(node_zones(n).collect());
         }
+        let first_zones = (0..nr_nodes)
+            .map(|n| {
+                [&zonelists[n], &thisnode[n]].map(|list: &Vec<usize>| {
+                    ZoneType::ALL.map(|highest| {
+                        match list.iter().find(|&&z| zones[z].zt <= highest) {
+                            None => FirstZone::NONE,
+                            Some(&z) => FirstZone::new(z, nofragment_zone(&zones, z, nr_nodes)),
+                        }
+                    })
+                })
+            })
+            .collect();
         let sysctl = Sysctl {
             min_free_kbytes: 0,
             user_min_free_kbytes: None,
@@ -289,6 +337,7 @@ impl Machine {
             cpus,
             zonelists,
             zonelists_thisnode: thisnode,
+            first_zones,
             sysctl: Mutex::new(sysctl),
             waiters: FreeWaiters::new(),
             log: KernelLog::new(),
@@ -743,4 +792,49 @@ impl Machine {
 
     /// Pageblock order, for callers that print it.
     pub const PAGEBLOCK_ORDER: u8 = PAGEBLOCK_ORDER;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::ByteSize;
+
+    #[test]
+    fn first_zones_follow_the_zonelists() {
+        // Node 0: DMA, DMA32 and Normal (4-8 GiB); node 1: Normal only.
+        let m = Machine::boot(MachineConfig {
+            nodes: 2,
+            cpus: 2,
+            ..MachineConfig::bare(ByteSize::gib(16))
+        })
+        .unwrap();
+        for node in 0..2 {
+            for thisnode in 0..2 {
+                let list = if thisnode == 1 {
+                    &m.zonelists_thisnode[node]
+                } else {
+                    &m.zonelists[node]
+                };
+                for highest in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal] {
+                    let want = list.iter().copied().find(|&z| m.zones[z].zt <= highest);
+                    let fz = m.first_zones[node][thisnode][highest as usize];
+                    assert_eq!(
+                        fz.zone(),
+                        want,
+                        "node {node} thisnode {thisnode} {highest:?}"
+                    );
+                }
+            }
+        }
+        let n0 = m.first_zones[0][0][ZoneType::Normal as usize];
+        let n1 = m.first_zones[1][0][ZoneType::Normal as usize];
+        assert!(n0.nofragment(), "node 0's Normal has DMA32 below it");
+        assert!(
+            !n1.nofragment(),
+            "two nodes and no DMA32 below node 1's Normal"
+        );
+        assert!(!m.first_zones[0][0][ZoneType::Dma32 as usize].nofragment());
+        let none = m.first_zones[1][1][ZoneType::Dma32 as usize];
+        assert_eq!((none.zone(), none.nofragment()), (None, false));
+    }
 }

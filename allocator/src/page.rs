@@ -291,11 +291,61 @@ pub struct PageMap {
     hot: Vec<AtomicU8>,
     /// Cold word per page, meaningful only where the hot byte's cold bit is set.
     cold: Vec<AtomicU64>,
-    /// Migratetype of each pageblock (the kernel's 4-bit pageblock flags).
-    pageblock_mt: Vec<AtomicU8>,
-    /// Index of the zone (in `Machine::zones`) each pageblock belongs to; `u16::MAX`
-    /// where no zone spans it.
-    pageblock_zone: Vec<u16>,
+    /// Each pageblock's zone and migratetype, side by side: a free reads both with
+    /// one bounds check from one cache line.
+    pageblocks: Vec<Pageblock>,
+}
+
+/// One pageblock's state.
+struct Pageblock {
+    /// Index of the zone (in `Machine::zones`) the pageblock belongs to; [`NO_ZONE`]
+    /// where no zone spans it. Fixed at boot.
+    zone: u16,
+    /// The pageblock's migratetype (the kernel's 4-bit pageblock flags).
+    mt: AtomicU8,
+}
+
+/// One page's state, bounds-checked once: a hot path reads, claims and re-parks a
+/// page through one reference instead of indexing the map at every step.
+#[derive(Clone, Copy)]
+pub struct PageRef<'a> {
+    map: &'a PageMap,
+    i: usize,
+    hot: &'a AtomicU8,
+}
+
+impl PageRef<'_> {
+    #[inline(always)]
+    pub fn pfn(self) -> Pfn {
+        self.i as Pfn
+    }
+    /// [`PageMap::get`].
+    #[inline(always)]
+    pub fn get(self) -> PageWord {
+        self.map.word(self.i, self.hot.load(Ordering::Acquire))
+    }
+    /// [`PageMap::set`].
+    #[inline(always)]
+    pub fn set(self, w: PageWord) {
+        let h = self.map.store_cold(self.i, w);
+        self.hot.store(h, Ordering::Release);
+    }
+    /// [`PageMap::cas`].
+    #[inline(always)]
+    pub fn cas(self, old: PageWord, new: PageWord) -> Result<PageWord, PageWord> {
+        debug_assert_eq!(old.cold(), new.cold(), "cas may change only the hot byte");
+        let cold_bit = if old.cold() == 0 { 0 } else { HOT_COLD };
+        match self.hot.compare_exchange(
+            old.hot() | cold_bit,
+            new.hot() | cold_bit,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) if cold_bit == 0 => Ok(old),
+            Ok(h) => Ok(self.map.word(self.i, h)),
+            Err(h) => Err(self.map.word(self.i, h)),
+        }
+    }
 }
 
 pub const NO_ZONE: u16 = u16::MAX;
@@ -305,13 +355,17 @@ impl PageMap {
     pub fn new(nr_pages: u64, pageblock_zone: Vec<u16>) -> PageMap {
         let nr_blocks = nr_pages.div_ceil(PAGEBLOCK_NR_PAGES) as usize;
         debug_assert_eq!(pageblock_zone.len(), nr_blocks);
-        let mut pageblock_mt = Vec::with_capacity(nr_blocks);
-        pageblock_mt.resize_with(nr_blocks, || AtomicU8::new(MigrateType::Movable as u8));
+        let pageblocks = pageblock_zone
+            .into_iter()
+            .map(|zone| Pageblock {
+                zone,
+                mt: AtomicU8::new(MigrateType::Movable as u8),
+            })
+            .collect();
         PageMap {
             hot: bytemuck::zeroed_vec(nr_pages as usize),
             cold: bytemuck::zeroed_vec(nr_pages as usize),
-            pageblock_mt,
-            pageblock_zone,
+            pageblocks,
         }
     }
 
@@ -323,6 +377,17 @@ impl PageMap {
     #[inline]
     pub fn get(&self, pfn: Pfn) -> PageWord {
         self.word(pfn as usize, self.hot[pfn as usize].load(Ordering::Acquire))
+    }
+
+    /// A reference to page `pfn`'s state, `None` beyond the end of memory.
+    #[inline(always)]
+    pub fn page(&self, pfn: Pfn) -> Option<PageRef<'_>> {
+        let i = usize::try_from(pfn).ok()?;
+        Some(PageRef {
+            map: self,
+            i,
+            hot: self.hot.get(i)?,
+        })
     }
 
     /// [`PageMap::get`] for a pfn that may be beyond the end of memory.
@@ -391,21 +456,37 @@ impl PageMap {
     #[inline]
     pub fn pageblock_mt(&self, pfn: Pfn) -> MigrateType {
         MigrateType::from_u8(
-            self.pageblock_mt[(pfn >> PAGEBLOCK_ORDER) as usize].load(Ordering::Relaxed),
+            self.pageblocks[(pfn >> PAGEBLOCK_ORDER) as usize]
+                .mt
+                .load(Ordering::Relaxed),
         )
     }
 
     /// Change a pageblock's type. Callers hold the zone lock.
     #[inline]
     pub fn set_pageblock_mt(&self, pfn: Pfn, mt: MigrateType) {
-        self.pageblock_mt[(pfn >> PAGEBLOCK_ORDER) as usize].store(mt as u8, Ordering::Relaxed);
+        self.pageblocks[(pfn >> PAGEBLOCK_ORDER) as usize]
+            .mt
+            .store(mt as u8, Ordering::Relaxed);
     }
 
     /// The zone index of the pageblock holding `pfn`, if any zone spans it.
     #[inline]
     pub fn zone_of(&self, pfn: Pfn) -> Option<usize> {
-        match self.pageblock_zone.get((pfn >> PAGEBLOCK_ORDER) as usize) {
-            Some(&z) if z != NO_ZONE => Some(z as usize),
+        match self.pageblocks.get((pfn >> PAGEBLOCK_ORDER) as usize) {
+            Some(b) if b.zone != NO_ZONE => Some(b.zone as usize),
+            _ => None,
+        }
+    }
+
+    /// [`PageMap::zone_of`] and [`PageMap::pageblock_mt`] with one lookup.
+    #[inline(always)]
+    pub fn zone_and_mt(&self, pfn: Pfn) -> Option<(usize, MigrateType)> {
+        match self.pageblocks.get((pfn >> PAGEBLOCK_ORDER) as usize) {
+            Some(b) if b.zone != NO_ZONE => Some((
+                b.zone as usize,
+                MigrateType::from_u8(b.mt.load(Ordering::Relaxed)),
+            )),
             _ => None,
         }
     }
@@ -414,8 +495,7 @@ impl PageMap {
     pub fn host_bytes(&self) -> usize {
         self.hot.len()
             + self.cold.len() * 8
-            + self.pageblock_mt.len()
-            + self.pageblock_zone.len() * 2
+            + self.pageblocks.len() * std::mem::size_of::<Pageblock>()
     }
 }
 
@@ -499,5 +579,23 @@ mod tests {
         let map = PageMap::new(1 << 20, vec![0; 2048]);
         assert!(map.host_bytes() as u64 <= 16 * map.nr_pages());
         assert_eq!(map.pageblock_mt(0), MigrateType::Movable);
+    }
+
+    #[test]
+    fn page_ref_reads_claims_and_sets_one_page() {
+        let map = PageMap::new(1024, vec![0, NO_ZONE]);
+        assert!(map.page(1024).is_none(), "beyond the end");
+        let p = map.page(7).unwrap();
+        assert_eq!(p.pfn(), 7);
+        let w = PageWord::new(PageKind::Alloc, 1, MigrateType::Movable, 3);
+        p.set(w);
+        assert_eq!((p.get(), map.get(7)), (w, w));
+        let freeing = w.with_kind(PageKind::Freeing);
+        assert_eq!(p.cas(w, freeing), Ok(w));
+        assert_eq!(p.cas(w, freeing), Err(freeing), "a second claim fails");
+        assert_eq!(map.zone_and_mt(7), Some((0, MigrateType::Movable)));
+        assert_eq!(map.zone_and_mt(512), None, "no zone spans block 1");
+        map.set_pageblock_mt(0, MigrateType::Unmovable);
+        assert_eq!(map.zone_and_mt(511), Some((0, MigrateType::Unmovable)));
     }
 }

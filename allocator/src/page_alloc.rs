@@ -33,9 +33,9 @@ use crate::machine::Machine;
 use crate::mem::ZoneType;
 use crate::memcg::CgroupId;
 use crate::page::{
-    MigrateType, PageKind, PageWord, Pfn, MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SIZE,
+    MigrateType, PageKind, PageRef, PageWord, Pfn, MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, PAGE_SIZE,
 };
-use crate::pcp::{pcp_allowed_order, pindex, CpuState};
+use crate::pcp::{pcp_allowed_order, pindex, Cpu, CpuState};
 use crate::vmstat::{Event, RareEvents};
 use crate::zone::{nonempty_from, Wmark, Zone};
 
@@ -363,12 +363,21 @@ struct Request<'a> {
     mt: MigrateType,
     highest: ZoneType,
     node: u16,
-    cpu: usize,
-    zonelist: &'a [usize],
+    /// The CPU the call runs on (resolved once; its pcp lists and node).
+    cpu: &'a Cpu,
     ctx: &'a AllocContext,
 }
 
 impl Request<'_> {
+    /// The preferred node's zonelist (`__GFP_THISNODE`: its own zones only).
+    fn zonelist<'m>(&self, m: &'m Machine) -> &'m [usize] {
+        if self.gfp.contains(Gfp::THISNODE) {
+            &m.zonelists_thisnode[self.node as usize]
+        } else {
+            &m.zonelists[self.node as usize]
+        }
+    }
+
     /// The block handed to the caller.
     #[inline(always)]
     fn block(&self, zone: &Zone, pfn: Pfn, pfmemalloc: bool) -> PageBlock {
@@ -516,7 +525,7 @@ impl Machine {
                 return Err(e.into());
             }
         };
-        let cpu = self.resolve_cpu(ctx)?;
+        let cpu = &self.cpus[self.resolve_cpu(ctx)?];
         let node = match ctx.node {
             Some(n) if n as usize >= self.nr_nodes() => {
                 return Err(AllocError::NoSuchNode {
@@ -525,12 +534,7 @@ impl Machine {
                 })
             }
             Some(n) => n,
-            None => self.cpus[cpu].node,
-        };
-        let zonelist = if gfp.contains(Gfp::THISNODE) {
-            &self.zonelists_thisnode[node as usize]
-        } else {
-            &self.zonelists[node as usize]
+            None => cpu.node,
         };
         let req = Request {
             gfp,
@@ -539,18 +543,15 @@ impl Machine {
             highest: gfp.zone(),
             node,
             cpu,
-            zonelist,
             ctx,
         };
-        // Fast path at the low watermark.
-        let first = req
-            .zonelist
-            .iter()
-            .find(|&&z| self.zones[z].zt <= req.highest)
-            .copied();
-        let mut flags = AllocFlags::WMARK_LOW;
-        if let Some(z) = first {
-            flags = flags.with(self.nofragment(z, gfp));
+        // Fast path at the low watermark, in the zonelist's first allowed zone.
+        let fz = self.first_zones[node as usize][gfp.contains(Gfp::THISNODE) as usize]
+            [req.highest as usize];
+        let first = fz.zone();
+        let mut flags = AllocFlags::WMARK_LOW.with(AllocFlags(gfp.0 & Gfp::KSWAPD_RECLAIM.0));
+        if fz.nofragment() {
+            flags = flags.with(AllocFlags::NOFRAGMENT);
         }
         flags = with_cma(gfp, flags);
         then(req, first, flags)
@@ -593,7 +594,7 @@ impl Machine {
             let st = match held {
                 Some(st) => st,
                 None => {
-                    g = self.cpus[req.cpu].state.lock();
+                    g = req.cpu.state.lock();
                     &mut *g
                 }
             };
@@ -615,7 +616,7 @@ impl Machine {
             let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
             self.pages()
                 .set(p, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-            b.count_alloc(req.order, true, zone.node == self.cpus[req.cpu].node);
+            b.count_alloc(req.order, true, zone.node == req.cpu.node);
             p
         };
         self.wake_if_boosted(zone, flags);
@@ -678,22 +679,6 @@ impl Machine {
         self.alloc_pages(gfp, order, &AllocContext::on_node(node))
     }
 
-    /// `alloc_flags_nofragment`: on Normal with DMA32 below (populated, or a single
-    /// node), fall back only by whole pageblocks first.
-    fn nofragment(&self, zone: usize, gfp: Gfp) -> AllocFlags {
-        let mut f = AllocFlags(gfp.0 & Gfp::KSWAPD_RECLAIM.0);
-        let z = &self.zones[zone];
-        if z.zt != ZoneType::Normal {
-            return f;
-        }
-        let dma32 = &self.zones[zone - 1];
-        if self.nr_nodes() > 1 && !dma32.populated() {
-            return f;
-        }
-        f = f.with(AllocFlags::NOFRAGMENT);
-        f
-    }
-
     /// `get_page_from_freelist`.
     fn get_page_from_freelist(
         &self,
@@ -715,7 +700,7 @@ impl Machine {
         'retry: loop {
             refusals.clear();
             let no_fallback = flags.contains(AllocFlags::NOFRAGMENT);
-            for &zi in req.zonelist {
+            for &zi in req.zonelist(self) {
                 let zone = &self.zones[zi];
                 if zone.zt > req.highest {
                     continue;
@@ -772,11 +757,7 @@ impl Machine {
             let p = b.rmqueue_buddy(req.order, req.mt, flags)?;
             self.pages()
                 .set(p, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-            b.count_alloc(
-                req.order,
-                zone.node == req.node,
-                zone.node == self.cpus[req.cpu].node,
-            );
+            b.count_alloc(req.order, zone.node == req.node, zone.node == req.cpu.node);
             // Only numa_foreign (another zone's counter) still needs the CPU.
             Some((p, zone.node == req.node))
         })?;
@@ -788,7 +769,7 @@ impl Machine {
     #[inline(always)]
     fn account_alloc(&self, st: &mut CpuState, zone: &Zone, req: &Request) {
         st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
-        let local = self.cpus[req.cpu].node;
+        let local = req.cpu.node;
         let numa = &mut st.pcp[zone.id].numa;
         if zone.node == req.node && zone.node == local {
             // The common case: the preferred node, which is the CPU's own.
@@ -817,7 +798,7 @@ impl Machine {
     /// `rmqueue_pcplist`: pop from the CPU's list, refilling it from the buddy first.
     fn rmqueue_pcplist(&self, zone: &Zone, req: &Request, flags: AllocFlags) -> Option<Pfn> {
         let pi = pindex(req.order, req.mt);
-        let mut st = self.cpus[req.cpu].state.lock();
+        let mut st = req.cpu.state.lock();
         let pcp = &mut st.pcp[zone.id];
         pcp.free_count >>= 1;
         if pcp.lists[pi].is_empty() {
@@ -877,7 +858,7 @@ impl Machine {
             // A buddy-path allocation off the preferred node: numa_foreign is counted
             // on the preferred node's first zone.
             if let Some(&pz) = self.zonelists_thisnode[req.node as usize].first() {
-                self.cpus[req.cpu].state.lock().pcp[pz].numa.foreign += 1;
+                req.cpu.state.lock().pcp[pz].numa.foreign += 1;
             }
         }
         pfmemalloc
@@ -921,7 +902,7 @@ impl Machine {
             }
             // Direct reclaim. vmscan plugs in here; until it exists nothing is reclaimed.
             {
-                let mut st = self.cpus[req.cpu].state.lock();
+                let mut st = req.cpu.state.lock();
                 st.events.add(Event::Allocstall(req.highest), 1);
             }
             let progress = self.direct_reclaim(req);
@@ -1048,7 +1029,7 @@ impl Machine {
     /// `wake_all_kswapds`: once per node in the zonelist.
     fn wake_all_kswapds(&self, req: &Request) {
         let mut last = u16::MAX;
-        for &z in req.zonelist {
+        for &z in req.zonelist(self) {
             let n = self.zones[z].node;
             if n != last && self.zones[z].zt <= req.highest {
                 self.wake_kswapd(n);
@@ -1059,7 +1040,7 @@ impl Machine {
 
     /// `unreserve_highatomic_pageblock` over the request's zonelist.
     fn unreserve_highatomic(&self, req: &Request, force: bool) -> bool {
-        for &zi in req.zonelist {
+        for &zi in req.zonelist(self) {
             let z = &self.zones[zi];
             if z.zt > req.highest {
                 continue;
@@ -1118,7 +1099,7 @@ impl Machine {
         }
         let w = self.claim_for_free(pfn, order)?;
         self.uncharge_block(w, order, cpu);
-        self.free_claimed(zi, cpu, pfn, order, None);
+        self.free_claimed_pfn(zi, cpu, pfn, order);
         Ok(())
     }
 
@@ -1137,17 +1118,20 @@ impl Machine {
     ) -> Option<()> {
         let pages = self.pages();
         // In range (the word exists), a page allocation of this order, uncharged.
-        let w = pages.try_get(pfn)?;
-        if w.kind() != PageKind::Alloc
-            || w.order() != order
-            || w.owner() != crate::page::Owner::Pages
-            || w.aux() != 0
+        let page = pages.page(pfn)?;
+        let w = page.get();
+        // An unmovable block's word is its hot byte alone: one compare accepts it.
+        if w != PageWord::new(PageKind::Alloc, order, MigrateType::Unmovable, 0)
+            && (w.kind() != PageKind::Alloc
+                || w.order() != order
+                || w.owner() != crate::page::Owner::Pages
+                || w.aux() != 0)
         {
             return None;
         }
-        let zi = pages.zone_of(pfn)?;
-        pages.cas(pfn, w, w.with_kind(PageKind::Freeing)).ok()?;
-        self.free_claimed(zi, cpu, pfn, order, held);
+        let (zi, mt) = pages.zone_and_mt(pfn)?;
+        page.cas(w, w.with_kind(PageKind::Freeing)).ok()?;
+        self.free_claimed(zi, mt, cpu, page, order, held);
         Some(())
     }
 
@@ -1165,7 +1149,7 @@ impl Machine {
         })?;
         let w = self.claim_for_free(pfn, order)?;
         self.uncharge_block(w, order, cpu);
-        self.free_claimed(zi, cpu, pfn, order, None);
+        self.free_claimed_pfn(zi, cpu, pfn, order);
         Ok(())
     }
 
@@ -1238,22 +1222,31 @@ impl Machine {
         }
     }
 
-    /// Put a claimed block on the pcp list or the buddy lists.
+    /// [`Machine::free_claimed`] for callers off the hot path, which have only the pfn.
+    fn free_claimed_pfn(&self, zi: usize, cpu: usize, pfn: Pfn, order: u8) {
+        let pages = self.pages();
+        let page = pages.page(pfn).expect("a claimed block is in range");
+        self.free_claimed(zi, pages.pageblock_mt(pfn), cpu, page, order, None);
+    }
+
+    /// Put a claimed block on the pcp list or the buddy lists. `mt` is its
+    /// pageblock's migratetype, read at the free as `free_unref_page` reads it.
     /// `held` is CPU `cpu`'s pcp state when the caller already holds its lock.
     #[inline(always)]
     fn free_claimed(
         &self,
         zi: usize,
+        mt: MigrateType,
         cpu: usize,
-        pfn: Pfn,
+        page: PageRef<'_>,
         order: u8,
         held: Option<&mut CpuState>,
     ) {
         let zone = &self.zones[zi];
+        let pfn = page.pfn();
         if self.cfg.init_on_free || order >= self.cfg.release_bytes_order {
             self.content.clear(pfn, 1 << order);
         }
-        let mt = self.pages().pageblock_mt(pfn);
         if pcp_allowed_order(order, self.thp_pcp()) && mt != MigrateType::Isolate {
             let mut g;
             let st = match held {
@@ -1266,7 +1259,7 @@ impl Machine {
             st.events.add(Event::Pgfree, 1 << order);
             let pcp = &mut st.pcp[zone.id];
             let pi = pindex(order, mt);
-            self.pages().set(pfn, PageWord::pcp(order));
+            page.set(PageWord::pcp(order));
             pcp.push(pi, pfn);
             pcp.count += 1 << order;
             let n = pcp.nr_to_free(zone.pcp_sizing(), order);
