@@ -602,9 +602,20 @@ impl Machine {
             let pfn = pcp.pop(pi)?;
             pcp.free_count >>= 1;
             pcp.count -= 1 << req.order;
+            // The common NUMA case counted on the set already in hand.
+            let local = zone.node == req.node && zone.node == req.cpu.node;
+            if local {
+                pcp.numa.hit += 1;
+                pcp.numa.local += 1;
+            }
+            st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
+            if !local {
+                self.account_numa(st, zone, req);
+            }
+            // Published last: an atomic store would make the compiler reload what
+            // it had already loaded above.
             self.pages()
                 .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
-            self.account_alloc(st, zone, req);
             pfn
         } else {
             if zone.node != req.node {
@@ -769,14 +780,22 @@ impl Machine {
     #[inline(always)]
     fn account_alloc(&self, st: &mut CpuState, zone: &Zone, req: &Request) {
         st.events.add(Event::Pgalloc(zone.zt), 1 << req.order);
-        let local = req.cpu.node;
-        let numa = &mut st.pcp[zone.id].numa;
-        if zone.node == req.node && zone.node == local {
-            // The common case: the preferred node, which is the CPU's own.
+        if zone.node == req.node && zone.node == req.cpu.node {
+            let numa = &mut st.pcp[zone.id].numa;
             numa.hit += 1;
             numa.local += 1;
-            return;
+        } else {
+            self.account_numa(st, zone, req);
         }
+    }
+
+    /// The NUMA events of one allocation (`zone_statistics`): hit or miss against the
+    /// preferred node, local or other against the CPU's node, and `numa_foreign` on
+    /// the preferred node when another node served it.
+    #[inline(never)]
+    fn account_numa(&self, st: &mut CpuState, zone: &Zone, req: &Request) {
+        let local = req.cpu.node;
+        let numa = &mut st.pcp[zone.id].numa;
         if zone.node == req.node {
             numa.hit += 1;
         } else {
