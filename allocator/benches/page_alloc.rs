@@ -47,6 +47,14 @@ fn bench_order0_pair(c: &mut Criterion) {
     let _held = PageAllocator::alloc(&mut f, 0);
     g.bench_function("buddy_system_allocator", |b| b.iter(|| order0_pair(&mut f)));
     g.finish();
+
+    // See `lock_unlock`: the host's price of one of the pair's three locked
+    // instructions, measured in the same run.
+    let mut g = c.benchmark_group("host_lock_control");
+    g.warm_up_time(WARM_UP).measurement_time(MEASURE);
+    let l = std::sync::atomic::AtomicU8::new(0);
+    g.bench_function("lock_unlock", |b| b.iter(|| lock_unlock(&l)));
+    g.finish();
 }
 
 /// `mixed_orders_100k_live/{kmem,buddy_system_allocator}`: 100k live blocks of random

@@ -122,7 +122,9 @@ fn main() {
         "kmalloc_accounted_pair/accounted",
         "order0_pair/kmem_pinned",
         "kmalloc_pair/64B/kmem_pinned",
+        "host_lock_control/lock_unlock",
     ];
+    let lock = std::sync::atomic::AtomicU8::new(0);
     let t = rounds(
         secs,
         &mut [
@@ -161,6 +163,7 @@ fn main() {
                     p.kfree(o.addr).unwrap();
                 })
             },
+            &mut || time(|| lock_unlock(&lock)),
         ],
     );
     print_phase(
@@ -175,6 +178,7 @@ fn main() {
             (7, 3, "kmalloc-64 pinned / host malloc pair"),
             (6, 0, "order0 pinned / per-call"),
             (7, 2, "kmalloc-64 pinned / per-call"),
+            (0, 8, "order0 kmem / one lock+unlock"),
         ],
     );
 
