@@ -48,7 +48,7 @@ fn bench_order0_pair(c: &mut Criterion) {
     g.bench_function("buddy_system_allocator", |b| b.iter(|| order0_pair(&mut f)));
     g.finish();
 
-    // See `lock_unlock`: the host's price of one of the pair's three locked
+    // See `lock_unlock`: the host's price of one of the pair's two locked
     // instructions, measured in the same run.
     let mut g = c.benchmark_group("host_lock_control");
     g.warm_up_time(WARM_UP).measurement_time(MEASURE);

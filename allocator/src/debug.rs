@@ -188,6 +188,12 @@ impl Machine {
                 let w = pages.get(p);
                 match w.kind() {
                     PageKind::Alloc | PageKind::Freeing => {
+                        if w.guard_cpu().is_some_and(|c| c >= self.cpus.len()) {
+                            bad(format!(
+                                "pfn {p:#x}: guarded by CPU {:?}, which does not exist",
+                                w.guard_cpu()
+                            ));
+                        }
                         match w.owner() {
                             crate::page::Owner::Slab(_) => slab_heads += 1,
                             crate::page::Owner::Vmalloc => vmalloc_heads += 1,

@@ -25,8 +25,8 @@
 //!
 //! | bits  | field |
 //! |-------|-------|
-//! | 0..3  | [`PageKind`] |
-//! | 3..7  | order of the block this page heads |
+//! | 0..3  | [`PageKind`] (5..=7: a guarded allocated block, see below) |
+//! | 3..7  | order of the block this page heads (guarded: order in 3..5, CPU in 5..7) |
 //! | 7     | (in the hot byte only: the cold word is non-zero) |
 //! | 8..11 | migratetype (free list for a buddy page, requested type for an allocation) |
 //! | 11    | compound (`__GFP_COMP`) |
@@ -36,9 +36,22 @@
 //!
 //! Bits 0..7 are the hot byte, bits 8.. the cold word. Only block heads carry state;
 //! tail pages stay zero ([`PageKind::None`]). So the buddy check is one load of the
-//! buddy's hot byte: O(1), no list scan. Transitions of allocated pages are
-//! compare-and-swap on the hot byte, which makes a double free or a racing free of the
-//! same block a clean error.
+//! buddy's hot byte: O(1), no list scan.
+//!
+//! Freeing an allocated block starts with a claim that exactly one caller can win, so
+//! a double free or two racing frees of one block are a clean error. A claim is made
+//! one of two ways, and the word says which:
+//!
+//! - **guarded** (raw kinds 5..=7, [`PageWord::alloc_guarded`]): a block of order
+//!   0..=3 allocated from CPU c's pcp list (c < [`MAX_GUARD_CPUS`]) records c in the
+//!   hot byte, and its word then changes only under CPU c's pcp lock. A free on CPU c
+//!   (the common case) already takes that lock to park the block on c's list, so it
+//!   claims with plain loads and stores under it: one locked instruction for the whole
+//!   free instead of two. A free on another CPU takes c's lock just for the claim.
+//! - **compare-and-swap** on the hot byte for every other allocated block.
+//!
+//! The two never meet: a compare-and-swap expecting a plain allocated byte cannot
+//! match a guarded one, and a guarded word becomes plain only through a free.
 //!
 //! Ordering: a writer stores the cold word before the hot byte (release); a reader
 //! loads the hot byte (acquire) before the cold word, so a reader never sees a cold bit
@@ -157,6 +170,15 @@ const PFMEMALLOC: u64 = 1 << 12;
 const AUX_SHIFT: u32 = 32;
 const OWNER_SHIFT: u32 = 16;
 const OWNER_MASK: u64 = 0xfff << OWNER_SHIFT;
+/// Raw kinds 5..=7 are guarded allocated words: CPU `(kind - 5) * 4 + bits 5..7`,
+/// order in bits 3..5.
+const GUARDED_KIND: u64 = 5;
+const GUARDED_CPU_SHIFT: u32 = 5;
+const GUARDED_MAX_ORDER: u8 = 3;
+/// The kind and CPU bits of a guarded word.
+const GUARD_MASK: u64 = KIND_MASK | (3 << GUARDED_CPU_SHIFT);
+/// CPUs whose allocations can be guarded by their pcp lock (see the module docs).
+pub const MAX_GUARD_CPUS: usize = 12;
 
 /// Who owns an allocated block (the kernel's page type / `slab` pointer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,19 +227,62 @@ impl PageWord {
                 | ((aux as u64) << AUX_SHIFT),
         )
     }
+    /// The hot-byte bits that name CPU `cpu` as a block's guard (kind and CPU bits),
+    /// or 0 if the CPU is beyond the guarded encoding. Computed once per CPU.
+    pub const fn guard_bits(cpu: usize) -> u8 {
+        if cpu < MAX_GUARD_CPUS {
+            (GUARDED_KIND as u8 + (cpu / 4) as u8) | (((cpu % 4) as u8) << GUARDED_CPU_SHIFT)
+        } else {
+            0
+        }
+    }
+
+    /// An allocated block of `order` made under the pcp lock of the CPU whose
+    /// [`PageWord::guard_bits`] are `guard`: guarded by that lock (see the module docs)
+    /// when the order fits the guarded encoding and `guard` is not 0, else a plain
+    /// allocated word, claimed by compare-and-swap.
+    #[inline(always)]
+    pub const fn alloc_guarded(order: u8, mt: MigrateType, guard: u8) -> PageWord {
+        if order <= GUARDED_MAX_ORDER && guard != 0 {
+            PageWord(guard as u64 | ((order as u64) << ORDER_SHIFT) | ((mt as u64) << MT_SHIFT))
+        } else {
+            PageWord::new(PageKind::Alloc, order, mt, 0)
+        }
+    }
+
+    /// Whether this word is guarded by the CPU whose guard bits are `guard`.
+    #[inline(always)]
+    pub const fn guarded_by(self, guard: u8) -> bool {
+        guard != 0 && (self.0 & GUARD_MASK) as u8 == guard
+    }
+
     #[inline]
     pub const fn kind(self) -> PageKind {
         match self.0 & KIND_MASK {
             1 => PageKind::Buddy,
             2 => PageKind::Pcp,
-            3 => PageKind::Alloc,
+            3 | 5 | 6 | 7 => PageKind::Alloc,
             4 => PageKind::Freeing,
             _ => PageKind::None,
         }
     }
     #[inline]
     pub const fn order(self) -> u8 {
-        ((self.0 >> ORDER_SHIFT) & 0xf) as u8
+        if self.0 & KIND_MASK >= GUARDED_KIND {
+            ((self.0 >> ORDER_SHIFT) & GUARDED_MAX_ORDER as u64) as u8
+        } else {
+            ((self.0 >> ORDER_SHIFT) & 0xf) as u8
+        }
+    }
+    /// The CPU whose pcp lock guards this allocated block's word, if it is guarded.
+    #[inline]
+    pub const fn guard_cpu(self) -> Option<usize> {
+        let k = self.0 & KIND_MASK;
+        if k >= GUARDED_KIND {
+            Some(((k - GUARDED_KIND) * 4 + ((self.0 >> GUARDED_CPU_SHIFT) & 3)) as usize)
+        } else {
+            None
+        }
     }
     #[inline]
     pub const fn mt(self) -> MigrateType {
@@ -276,7 +341,8 @@ impl PageWord {
     #[inline]
     #[must_use]
     pub const fn with_kind(self, kind: PageKind) -> PageWord {
-        PageWord((self.0 & !KIND_MASK) | kind as u64)
+        // Rebuilt from the decoded order, so a guarded word becomes a plain one.
+        PageWord((self.0 & !HOT_MASK) | kind as u64 | ((self.order() as u64) << ORDER_SHIFT))
     }
     #[inline]
     #[must_use]
@@ -597,5 +663,54 @@ mod tests {
         assert_eq!(map.zone_and_mt(512), None, "no zone spans block 1");
         map.set_pageblock_mt(0, MigrateType::Unmovable);
         assert_eq!(map.zone_and_mt(511), Some((0, MigrateType::Unmovable)));
+    }
+
+    #[test]
+    fn guarded_words_name_their_cpu_and_decode_like_plain_ones() {
+        for cpu in 0..MAX_GUARD_CPUS {
+            let g = PageWord::guard_bits(cpu);
+            assert_ne!(g, 0);
+            for order in 0..=GUARDED_MAX_ORDER {
+                for mt in [MigrateType::Unmovable, MigrateType::Movable] {
+                    let w = PageWord::alloc_guarded(order, mt, g);
+                    assert_eq!((w.kind(), w.order(), w.mt()), (PageKind::Alloc, order, mt));
+                    assert_eq!(w.guard_cpu(), Some(cpu));
+                    assert!(w.guarded_by(g));
+                    assert!(
+                        (0..MAX_GUARD_CPUS)
+                            .filter(|&o| o != cpu)
+                            .all(|o| !w.guarded_by(PageWord::guard_bits(o))),
+                        "one guard per word"
+                    );
+                    assert_eq!(w.hot() & HOT_COLD, 0, "the cold bit stays free");
+                    // Owner and charge live in the cold word and keep the guard.
+                    let charged = w.with_owner(Owner::LargeKmalloc).with_aux(9);
+                    assert_eq!((charged.guard_cpu(), charged.order()), (Some(cpu), order));
+                    // A claim makes it a plain word of the same order.
+                    let f = w.with_kind(PageKind::Freeing);
+                    assert_eq!(
+                        (f.kind(), f.order(), f.guard_cpu()),
+                        (PageKind::Freeing, order, None)
+                    );
+                    assert_eq!(f.mt(), mt);
+                }
+            }
+            // Orders the pcp does not keep are never guarded.
+            let big = PageWord::alloc_guarded(4, MigrateType::Unmovable, g);
+            assert_eq!((big.guard_cpu(), big.order()), (None, 4));
+        }
+        assert_eq!(PageWord::guard_bits(MAX_GUARD_CPUS), 0);
+        let plain = PageWord::alloc_guarded(0, MigrateType::Unmovable, 0);
+        assert_eq!(
+            plain,
+            PageWord::new(PageKind::Alloc, 0, MigrateType::Unmovable, 0)
+        );
+        assert!(!plain.guarded_by(0), "guard 0 guards nothing");
+        // A guarded word survives the map's hot byte and cold word.
+        let map = PageMap::new(512, vec![0]);
+        let w =
+            PageWord::alloc_guarded(2, MigrateType::Movable, PageWord::guard_bits(11)).with_aux(5);
+        map.set(3, w);
+        assert_eq!(map.get(3), w);
     }
 }

@@ -614,8 +614,10 @@ impl Machine {
             }
             // Published last: an atomic store would make the compiler reload what
             // it had already loaded above.
-            self.pages()
-                .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+            self.pages().set(
+                pfn,
+                PageWord::alloc_guarded(req.order, req.mt, req.cpu.guard),
+            );
             pfn
         } else {
             if zone.node != req.node {
@@ -841,8 +843,10 @@ impl Machine {
         }
         let pfn = pcp.pop(pi)?;
         pcp.count -= 1 << req.order;
-        self.pages()
-            .set(pfn, PageWord::new(PageKind::Alloc, req.order, req.mt, 0));
+        self.pages().set(
+            pfn,
+            PageWord::alloc_guarded(req.order, req.mt, req.cpu.guard),
+        );
         self.account_alloc(&mut st, zone, req);
         Some(pfn)
     }
@@ -1123,10 +1127,10 @@ impl Machine {
     }
 
     /// The common case of [`Machine::free_pages_on`]: a plain page allocation of
-    /// this order with no memcg charge, claimed with the same compare-and-swap and
-    /// read once. `held` is CPU `cpu`'s pcp state when the caller holds its lock (a
-    /// [`crate::PinnedCpu`]). `None` leaves everything unchanged and sends the caller
-    /// to the general path, which checks everything again and reports errors.
+    /// this order with no memcg charge, read once and claimed (see `page.rs` on the
+    /// two kinds of claim). `held` is CPU `cpu`'s pcp state when the caller holds its
+    /// lock (a [`crate::PinnedCpu`]). `None` leaves everything unchanged and sends the
+    /// caller to the general path, which checks everything again and reports errors.
     #[inline(always)]
     pub(crate) fn free_pages_fast(
         &self,
@@ -1139,8 +1143,10 @@ impl Machine {
         // In range (the word exists), a page allocation of this order, uncharged.
         let page = pages.page(pfn)?;
         let w = page.get();
-        // An unmovable block's word is its hot byte alone: one compare accepts it.
-        if w != PageWord::new(PageKind::Alloc, order, MigrateType::Unmovable, 0)
+        let guard = self.cpus.get(cpu)?.guard;
+        // An unmovable block this CPU allocated has a word that is its hot byte
+        // alone: one compare accepts it.
+        if w != PageWord::alloc_guarded(order, MigrateType::Unmovable, guard)
             && (w.kind() != PageKind::Alloc
                 || w.order() != order
                 || w.owner() != crate::page::Owner::Pages
@@ -1149,8 +1155,56 @@ impl Machine {
             return None;
         }
         let (zi, mt) = pages.zone_and_mt(pfn)?;
+        if w.guarded_by(guard) {
+            return self.free_guarded_here((zi, mt), cpu, page, w, order, held);
+        }
+        if w.guard_cpu().is_some() {
+            // Claimed under the other CPU's lock by the general path.
+            return None;
+        }
         page.cas(w, w.with_kind(PageKind::Freeing)).ok()?;
         self.free_claimed(zi, mt, cpu, page, order, held);
+        Some(())
+    }
+
+    /// Free a block guarded by this CPU's lock onto this CPU's pcp list: the claim
+    /// and the parking under one acquisition of the lock. `(zi, mt)`: the zone and
+    /// migratetype of its pageblock. `None` (nothing changed)
+    /// when the block does not go to the pcp list or its word changed since `w` was
+    /// read; the general path then claims it the long way.
+    #[inline(always)]
+    fn free_guarded_here(
+        &self,
+        (zi, mt): (usize, MigrateType),
+        cpu: usize,
+        page: PageRef<'_>,
+        w: PageWord,
+        order: u8,
+        held: Option<&mut CpuState>,
+    ) -> Option<()> {
+        debug_assert_eq!(w.order(), order);
+        if mt == MigrateType::Isolate
+            || self.cfg.init_on_free
+            || order >= self.cfg.release_bytes_order
+        {
+            return None;
+        }
+        let zone = &self.zones[zi];
+        let mut g;
+        let st = match held {
+            Some(st) => st,
+            None => {
+                g = self.cpus[cpu].state.lock();
+                &mut *g
+            }
+        };
+        // Under the guarding lock nobody else can change the word: if it is still
+        // `w`, this free owns the block.
+        if page.get() != w {
+            return None;
+        }
+        self.pcp_free_locked(st, zone, page, order, mt);
+        self.waiters.notify();
         Some(())
     }
 
@@ -1189,11 +1243,32 @@ impl Machine {
         let pages = self.pages();
         let w = pages.get(pfn);
         if w.kind() == PageKind::Alloc && w.order() == order {
-            if let Ok(w) = pages.cas(pfn, w, w.with_kind(PageKind::Freeing)) {
+            let claimed = match w.guard_cpu() {
+                Some(c) => self.claim_guarded(pfn, c, w),
+                None => pages.cas(pfn, w, w.with_kind(PageKind::Freeing)).ok(),
+            };
+            if let Some(w) = claimed {
                 return Ok(w);
             }
         }
         self.claim_for_free_slow(pfn, order)
+    }
+
+    /// Claim a block whose word `w` is guarded by CPU `c`'s pcp lock: under that
+    /// lock, move it to `Freeing` if it still holds `w`. `None` if it changed.
+    ///
+    /// Lock order: no pcp lock may be held by the caller (a pinned CPU releases its
+    /// own before taking the general path); a CPU's local lock or a cache's slab
+    /// table may be, as before any pcp lock.
+    fn claim_guarded(&self, pfn: Pfn, c: usize, w: PageWord) -> Option<PageWord> {
+        let _guard = self.cpus[c].state.lock();
+        let pages = self.pages();
+        let now = pages.get(pfn);
+        if now != w {
+            return None;
+        }
+        pages.set(pfn, now.with_kind(PageKind::Freeing));
+        Some(now)
     }
 
     /// [`Machine::claim_for_free`] when the first attempt did not claim: a race to
@@ -1212,6 +1287,13 @@ impl Machine {
                             given: order,
                             actual: w.order(),
                         });
+                    }
+                    if let Some(c) = w.guard_cpu() {
+                        match self.claim_guarded(pfn, c, w) {
+                            Some(w) => return Ok(w),
+                            None => w = pages.get(pfn),
+                        }
+                        continue;
                     }
                     match pages.cas(pfn, w, w.with_kind(PageKind::Freeing)) {
                         Ok(w) => return Ok(w),
@@ -1275,22 +1357,36 @@ impl Machine {
                     &mut *g
                 }
             };
-            st.events.add(Event::Pgfree, 1 << order);
-            let pcp = &mut st.pcp[zone.id];
-            let pi = pindex(order, mt);
-            page.set(PageWord::pcp(order));
-            pcp.push(pi, pfn);
-            pcp.count += 1 << order;
-            let n = pcp.nr_to_free(zone.pcp_sizing(), order);
-            if n > 0 {
-                self.free_pcppages_bulk(zone, pcp, n, pi);
-            }
+            self.pcp_free_locked(st, zone, page, order, mt);
         } else {
             let mut b = zone.lock(&self.mm);
             b.count_free(order);
             b.free_one(pfn, order);
         }
         self.waiters.notify();
+    }
+
+    /// `free_unref_page_commit`: park a claimed block on the CPU's pcp list (its lock
+    /// held: `st`) and give pages back to the buddy if the list is now too long.
+    #[inline(always)]
+    fn pcp_free_locked(
+        &self,
+        st: &mut CpuState,
+        zone: &Zone,
+        page: PageRef<'_>,
+        order: u8,
+        mt: MigrateType,
+    ) {
+        st.events.add(Event::Pgfree, 1 << order);
+        let pcp = &mut st.pcp[zone.id];
+        let pi = pindex(order, mt);
+        page.set(PageWord::pcp(order));
+        pcp.push(pi, page.pfn());
+        pcp.count += 1 << order;
+        let n = pcp.nr_to_free(zone.pcp_sizing(), order);
+        if n > 0 {
+            self.free_pcppages_bulk(zone, pcp, n, pi);
+        }
     }
 
     /// `free_pcppages_bulk`: return `count` pages, oldest first, round-robin over the

@@ -234,6 +234,9 @@ pub type SpinLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 pub struct Cpu {
     pub id: u16,
     pub node: u16,
+    /// [`crate::page::PageWord::guard_bits`] of this CPU: what the blocks it allocates
+    /// from its pcp lists record as their guard.
+    pub guard: u8,
     pub state: CachePadded<SpinLock<CpuState>>,
 }
 
@@ -244,6 +247,7 @@ impl Cpu {
         Cpu {
             id,
             node,
+            guard: crate::page::PageWord::guard_bits(id as usize),
             state: CachePadded::new(SpinLock::new(CpuState {
                 pcp,
                 events: Events::default(),

@@ -162,10 +162,10 @@ impl Mixed {
 
 /// A control, not a kmem workload: one uncontended spin-lock acquire (a locked
 /// compare-and-swap) and release (a plain store) on a byte, as a simulated CPU's lock
-/// costs. A per-call order-0 pair performs three locked instructions (the CPU lock on
-/// alloc; the claim of the freed block and the CPU lock on free); a pinned pair one.
-/// On a VM the price of one swings with the host, which is why it is measured beside
-/// the workloads rather than assumed.
+/// costs. A per-call order-0 pair performs two locked instructions (the CPU's pcp lock
+/// on alloc and on free; a block freed on the CPU that allocated it is claimed under
+/// that lock, see `page.rs`); a pinned pair none. On a VM the price of one swings with
+/// the host, which is why it is measured beside the workloads rather than assumed.
 #[inline]
 pub fn lock_unlock(l: &std::sync::atomic::AtomicU8) {
     use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
