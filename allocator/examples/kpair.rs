@@ -1,5 +1,5 @@
 //! One workload per run, for callgrind and perf:
-//! `kpair kmalloc|kmalloc-pinned|pages|pages-pinned|mixed|mixed-pinned|mixed-baseline N`.
+//! `kpair kmalloc|kmalloc-pinned|pages|pages-pinned|pages-baseline|mixed|mixed-pinned|mixed-baseline N`.
 use kmem_allocator::{AllocContext, ByteSize, Gfp, Machine, MachineConfig};
 
 #[path = "../benches/common/page_workloads.rs"]
@@ -19,6 +19,12 @@ fn main() {
         "pages" | "mixed" => t = run(&mut page_workloads::Kmem::on_cpu(&m, 0), &what, n),
         "pages-pinned" | "mixed-pinned" => t = run(&mut m.pin_cpu(&c).unwrap(), &what, n),
         "mixed-baseline" => t = run(&mut page_workloads::baseline(), &what, n),
+        "pages-baseline" => {
+            // As the bench: one frame held, so each pair is a remove + insert at order 0.
+            let mut b = page_workloads::baseline();
+            let _held = page_workloads::PageAllocator::alloc(&mut b, 0);
+            t = run(&mut b, &what, n)
+        }
         "kmalloc-pinned" => {
             let mut p = m.pin_cpu(&c).unwrap();
             t = std::time::Instant::now();
