@@ -1143,7 +1143,8 @@ impl Machine {
         // In range (the word exists), a page allocation of this order, uncharged.
         let page = pages.page(pfn)?;
         let w = page.get();
-        let guard = self.cpus.get(cpu)?.guard;
+        let cpu = self.cpus.get(cpu)?;
+        let guard = cpu.guard;
         // An unmovable block this CPU allocated has a word that is its hot byte
         // alone: one compare accepts it.
         if w != PageWord::alloc_guarded(order, MigrateType::Unmovable, guard)
@@ -1176,7 +1177,7 @@ impl Machine {
     fn free_guarded_here(
         &self,
         (zi, mt): (usize, MigrateType),
-        cpu: usize,
+        cpu: &Cpu,
         page: PageRef<'_>,
         w: PageWord,
         order: u8,
@@ -1194,7 +1195,7 @@ impl Machine {
         let st = match held {
             Some(st) => st,
             None => {
-                g = self.cpus[cpu].state.lock();
+                g = cpu.state.lock();
                 &mut *g
             }
         };
@@ -1327,6 +1328,7 @@ impl Machine {
     fn free_claimed_pfn(&self, zi: usize, cpu: usize, pfn: Pfn, order: u8) {
         let pages = self.pages();
         let page = pages.page(pfn).expect("a claimed block is in range");
+        let cpu = &self.cpus[cpu];
         self.free_claimed(zi, pages.pageblock_mt(pfn), cpu, page, order, None);
     }
 
@@ -1338,7 +1340,7 @@ impl Machine {
         &self,
         zi: usize,
         mt: MigrateType,
-        cpu: usize,
+        cpu: &Cpu,
         page: PageRef<'_>,
         order: u8,
         held: Option<&mut CpuState>,
@@ -1353,7 +1355,7 @@ impl Machine {
             let st = match held {
                 Some(st) => st,
                 None => {
-                    g = self.cpus[cpu].state.lock();
+                    g = cpu.state.lock();
                     &mut *g
                 }
             };
