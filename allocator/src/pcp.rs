@@ -184,6 +184,14 @@ impl PcpSet {
         if self.free_count < s.batch << PCP_BATCH_SCALE_MAX {
             self.free_count += 1 << order;
         }
+        // The common case, answered without the clamp below: `high` already within
+        // its bounds (so the clamp would leave it) and the list under it.
+        if self.count < self.high
+            && self.high >= s.high_min
+            && self.high <= s.high_max.max(s.high_min)
+        {
+            return 0;
+        }
         // `clamp` without its min <= max assertion (high_max may be below high_min
         // while a sysctl is being changed; high_min wins then).
         let high = self.high.min(s.high_max.max(s.high_min)).max(s.high_min);
@@ -191,7 +199,8 @@ impl PcpSet {
         if high != 0 && s.high_min != s.high_max && self.count >= high {
             let need = self.free_count + s.batch;
             if self.high < need {
-                self.high = need.clamp(s.high_min, s.high_max);
+                // Not `clamp`: it panics when high_max is below high_min.
+                self.high = need.min(s.high_max.max(s.high_min)).max(s.high_min);
             }
         }
         if self.count < high {
@@ -311,6 +320,74 @@ mod tests {
         assert_eq!(n, 63);
         p.count = 10;
         assert_eq!(p.nr_to_free(s, 0), 0);
+    }
+
+    /// `nr_to_free` with its common-case exit gives what the full rule gives (the
+    /// rule written out here once more, without the exit), over random states,
+    /// including `high` out of bounds after a sysctl change.
+    #[test]
+    fn nr_to_free_shortcut_matches_the_full_rule() {
+        fn full(p: &mut PcpSet, s: PcpSizing, order: u8) -> u32 {
+            p.alloc_factor >>= 1;
+            if p.free_count < s.batch << PCP_BATCH_SCALE_MAX {
+                p.free_count += 1 << order;
+            }
+            let high = p.high.min(s.high_max.max(s.high_min)).max(s.high_min);
+            p.high = high;
+            if high != 0 && s.high_min != s.high_max && p.count >= high {
+                let need = p.free_count + s.batch;
+                if p.high < need {
+                    p.high = need.min(s.high_max.max(s.high_min)).max(s.high_min);
+                }
+            }
+            if p.count < high {
+                return 0;
+            }
+            if high < s.batch || high == 0 {
+                return 1.min(p.count);
+            }
+            let hi = (high - s.batch).max(s.batch);
+            p.free_count.clamp(s.batch, hi).min(p.count)
+        }
+        let mut rng = 0x9E37_79B9u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n) as u32
+        };
+        for _ in 0..200_000 {
+            let high_min = next(600);
+            let s = PcpSizing {
+                batch: 1 + next(70),
+                high_min,
+                high_max: if next(4) == 0 { high_min } else { next(3000) },
+            };
+            let p = PcpSet {
+                count: next(3500),
+                high: next(3500),
+                free_count: next(2500),
+                alloc_factor: next(6),
+                ..Default::default()
+            };
+            let order = next(4) as u8;
+            let (mut a, mut b) = (p_clone(&p), p);
+            assert_eq!(a.nr_to_free(s, order), full(&mut b, s, order), "{s:?}");
+            assert_eq!(
+                (a.high, a.free_count, a.alloc_factor),
+                (b.high, b.free_count, b.alloc_factor)
+            );
+        }
+    }
+
+    fn p_clone(p: &PcpSet) -> PcpSet {
+        PcpSet {
+            count: p.count,
+            high: p.high,
+            free_count: p.free_count,
+            alloc_factor: p.alloc_factor,
+            ..Default::default()
+        }
     }
 
     /// Newest out first on pop, oldest out first on pop_oldest, across compactions.
