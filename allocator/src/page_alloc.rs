@@ -590,14 +590,8 @@ impl Machine {
         }
         let pfn = if pcp_allowed_order(req.order, self.thp_pcp()) {
             let pi = pindex(req.order, req.mt);
-            let mut g;
-            let st = match held {
-                Some(st) => st,
-                None => {
-                    g = req.cpu.state.lock();
-                    &mut *g
-                }
-            };
+            let mut st = req.cpu.state_or(held);
+            let st = &mut *st;
             let pcp = &mut st.pcp[zone.id];
             let pfn = pcp.pop(pi)?;
             pcp.free_count >>= 1;
@@ -1191,14 +1185,8 @@ impl Machine {
             return None;
         }
         let zone = &self.zones[zi];
-        let mut g;
-        let st = match held {
-            Some(st) => st,
-            None => {
-                g = cpu.state.lock();
-                &mut *g
-            }
-        };
+        let mut st = cpu.state_or(held);
+        let st = &mut *st;
         // Under the guarding lock nobody else can change the word: if it is still
         // `w`, this free owns the block.
         if page.get() != w {
@@ -1351,14 +1339,8 @@ impl Machine {
             self.content.clear(pfn, 1 << order);
         }
         if pcp_allowed_order(order, self.thp_pcp()) && mt != MigrateType::Isolate {
-            let mut g;
-            let st = match held {
-                Some(st) => st,
-                None => {
-                    g = cpu.state.lock();
-                    &mut *g
-                }
-            };
+            let mut st = cpu.state_or(held);
+            let st = &mut *st;
             self.pcp_free_locked(st, zone, page, order, mt);
         } else {
             let mut b = zone.lock(&self.mm);

@@ -249,7 +249,44 @@ pub struct Cpu {
     pub state: CachePadded<SpinLock<CpuState>>,
 }
 
+/// A CPU's state for one operation: the caller's, when it already holds the lock (a
+/// pinned CPU), or locked here until dropped.
+pub enum CpuStateRef<'a> {
+    Held(&'a mut CpuState),
+    Locked(spin::mutex::SpinMutexGuard<'a, CpuState, spin::relax::Yield>),
+}
+
+impl std::ops::Deref for CpuStateRef<'_> {
+    type Target = CpuState;
+    #[inline(always)]
+    fn deref(&self) -> &CpuState {
+        match self {
+            CpuStateRef::Held(st) => st,
+            CpuStateRef::Locked(g) => g,
+        }
+    }
+}
+
+impl std::ops::DerefMut for CpuStateRef<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut CpuState {
+        match self {
+            CpuStateRef::Held(st) => st,
+            CpuStateRef::Locked(g) => g,
+        }
+    }
+}
+
 impl Cpu {
+    /// This CPU's state: `held` if the caller holds the lock already, else locked.
+    #[inline(always)]
+    pub fn state_or<'a>(&'a self, held: Option<&'a mut CpuState>) -> CpuStateRef<'a> {
+        match held {
+            Some(st) => CpuStateRef::Held(st),
+            None => CpuStateRef::Locked(self.state.lock()),
+        }
+    }
+
     pub fn new(id: u16, node: u16, nr_zones: usize) -> Cpu {
         let mut pcp = Vec::with_capacity(nr_zones);
         pcp.resize_with(nr_zones, PcpSet::default);
